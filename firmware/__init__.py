@@ -1,0 +1,1 @@
+"""The terminal application: reader adapter, transaction driver, command line."""

@@ -1,0 +1,1 @@
+"""Cellular modem: AT-command protocol and link management."""

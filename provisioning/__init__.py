@@ -1,0 +1,1 @@
+"""Technician tooling: device identity, key loading, firmware bundles."""

@@ -1,0 +1,1 @@
+"""Touchscreen user interface (pygame)."""
