@@ -56,6 +56,6 @@ def _describe_answer(answer: bytes) -> str:
     return f"{len(answer) - 2} data bytes SW={sw:04X} ({describe(sw)})"
 
 
-def logging_send(send: Callable[[bytes], bytes], logger: logging.Logger | None = None) -> LoggingSend:
+def logged(send: Callable[[bytes], bytes], logger: logging.Logger | None = None) -> LoggingSend:
     """`send` with each exchange logged at DEBUG (see `LoggingSend`)."""
     return LoggingSend(send, logger)

@@ -8,7 +8,7 @@ import pytest
 
 from emv import apdu
 from emv.transport import transceive
-from firmware.apdu_log import LoggingSend, logging_send
+from firmware.apdu_log import LoggingSend, logged
 
 LOGGER = "firmware.apdu_log"
 # A Visa test PAN and a format 2 PIN block for PIN 1234 (EMV 4.4 Book 3, 6.5.12.3).
@@ -28,7 +28,7 @@ def _logged(caplog: pytest.LogCaptureFixture) -> str:
 
 
 def test_verify_is_logged_without_the_pin_block(caplog: pytest.LogCaptureFixture) -> None:
-    send = logging_send(lambda tpdu: bytes.fromhex("63C2"))
+    send = logged(lambda tpdu: bytes.fromhex("63C2"))
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         transceive(send, apdu.verify(PIN_BLOCK, enciphered=False), "T=0")
     text = _logged(caplog)
@@ -64,7 +64,7 @@ def test_failed_send_is_logged_and_raised(caplog: pytest.LogCaptureFixture) -> N
     def broken(tpdu: bytes) -> bytes:
         raise OSError(f"reader gone while sending {tpdu.hex()}")
 
-    send = logging_send(broken)
+    send = logged(broken)
     command = apdu.put_data(0x5A, bytes.fromhex(PAN), bytes(8))
     with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(OSError):
         send(command.encode())
@@ -74,7 +74,7 @@ def test_failed_send_is_logged_and_raised(caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_unparsable_tpdu_is_logged_by_length_only(caplog: pytest.LogCaptureFixture) -> None:
-    send = logging_send(lambda tpdu: b"\x90")
+    send = logged(lambda tpdu: b"\x90")
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         assert send(b"\x24\x12\x34") == b"\x90"
     text = _logged(caplog)
@@ -84,7 +84,7 @@ def test_unparsable_tpdu_is_logged_by_length_only(caplog: pytest.LogCaptureFixtu
 
 
 def test_nothing_is_formatted_above_debug(caplog: pytest.LogCaptureFixture) -> None:
-    send = logging_send(lambda tpdu: bytes.fromhex("9000"))
+    send = logged(lambda tpdu: bytes.fromhex("9000"))
     with caplog.at_level(logging.INFO, logger=LOGGER):
         send(apdu.get_challenge().encode())
     assert caplog.records == []
@@ -92,7 +92,7 @@ def test_nothing_is_formatted_above_debug(caplog: pytest.LogCaptureFixture) -> N
 
 def test_custom_logger(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("tests.card")
-    send = logging_send(lambda tpdu: bytes.fromhex("9000"), logger)
+    send = logged(lambda tpdu: bytes.fromhex("9000"), logger)
     with caplog.at_level(logging.DEBUG, logger="tests.card"):
         send(apdu.get_challenge().encode())
     assert [record.name for record in caplog.records] == ["tests.card"]
