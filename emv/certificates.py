@@ -101,10 +101,10 @@ class IccPublicKey:
     modulus: bytes
     exponent: bytes
     pan: bytes = field(compare=False)  # 10 bytes cn; sensitive, kept out of repr
-    expiry: bytes = b""
-    serial: bytes = b""
-    hash_algo: int = _SHA1
-    pk_algo: int = _RSA
+    expiry: bytes  # MMYY, n4
+    serial: bytes  # 3 bytes
+    hash_algo: int
+    pk_algo: int
 
     def __repr__(self) -> str:
         return f"IccPublicKey({len(self.modulus) * 8}-bit, serial {self.serial.hex().upper()})"

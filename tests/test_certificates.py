@@ -580,7 +580,7 @@ def test_any_validly_signed_sdad_block(icc_key: IccPublicKey, icc: RsaKey, body:
 @FUZZ
 @given(modulus=st.binary(max_size=250), exponent=st.binary(max_size=4), cert=st.binary(max_size=250))
 def test_any_key_object(modulus: bytes, exponent: bytes, cert: bytes) -> None:
-    key = IccPublicKey(modulus, exponent, pan=b"")
+    key = IccPublicKey(modulus, exponent, b"", b"", b"", 1, 1)
     with contextlib.suppress(CertificateError):
         verify_ssad(key, cert, b"")
     with contextlib.suppress(CertificateError):
