@@ -95,6 +95,11 @@ class CardSession:
         pci = scard.SCARD_PCI_T0 if self.protocol == "T=0" else scard.SCARD_PCI_T1
         code, response = scard.SCardTransmit(self._handle, pci, list(tpdu))
         _check(code, "SCardTransmit")
+        if len(response) < 2:
+            # vsmartcard's vpcd (and some USB readers) report a card pulled mid-command as a
+            # success with no data; every R-APDU has at least SW1 SW2 (ISO 7816-4, 5.1).
+            raise CardAbsentError(f"SCardTransmit: {len(response)}-byte answer without status word, "
+                                  "card pulled or mute")
         return bytes(response)
 
     def disconnect(self, disposition: int = scard.SCARD_UNPOWER_CARD) -> None:

@@ -136,18 +136,14 @@ def start(workdir: Path | None = None, vpcd_port: int | None = None,
     os.chmod(socket_path, 0o666)
     log_path = work / "pcscd.log"
     fd = listener.fileno()
-
-    def hand_over_socket() -> None:
-        # sd_listen_fds(3): the socket is fd 3 and LISTEN_PID names the process that owns it.
-        os.dup2(fd, 3)
-        os.environ["LISTEN_PID"] = str(os.getpid())
-        os.environ["LISTEN_FDS"] = "1"
-
-    args = [str(binary), "--foreground", "--config", str(conf_dir)]
-    args.append("--debug" if debug else "--info")
+    # sd_listen_fds(3): the socket must be fd 3 and LISTEN_PID the pid that execs pcscd; the
+    # shell (bash: dash takes one-digit descriptors only) moves the inherited descriptor to 3 and `exec` keeps its pid for pcscd.
+    flag = "--debug" if debug else "--info"
+    script = (f'exec 3<&{fd}; [ {fd} -eq 3 ] || exec {fd}<&-; '
+              f'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --foreground --config "$1" {flag}')
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            args, preexec_fn=hand_over_socket, pass_fds=(fd,), stdout=log,
+            ["/bin/bash", "-c", script, str(binary), str(conf_dir)], pass_fds=(fd,), stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     listener.close()
     daemon = PrivatePcscd(work, port, socket_path, process, log_path, owns)
@@ -160,7 +156,11 @@ def _wait_ready(daemon: PrivatePcscd, timeout: float) -> None:
     while time.monotonic() < deadline:
         if not daemon.alive():
             raise PcscdError(f"pcscd exited with {daemon.process.returncode}: {daemon.log()[-2000:]}")
-        if "daemon ready" in daemon.log():
+        text = daemon.log()
+        if "daemon ready" in text:
+            if "Started by systemd" not in text:
+                daemon.stop()
+                raise PcscdError("pcscd ignored the private socket (socket activation failed)")
             return
         time.sleep(0.02)
     daemon.stop()

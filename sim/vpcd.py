@@ -99,6 +99,8 @@ class VirtualCardLink:
         with self._lock:
             if self._sock is not None:
                 return
+            if self._thread is not None:
+                self._thread.join()  # the previous card's thread, still finishing a command
             deadline = time.monotonic() + timeout
             while True:
                 try:
@@ -120,14 +122,15 @@ class VirtualCardLink:
         """Pull the card: close the connection (vpcd then reports the card absent)."""
         with self._lock:
             sock, self._sock = self._sock, None
-            thread, self._thread = self._thread, None
+            thread = self._thread
         if sock is None:
             return
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+            thread.join()
+            self._thread = None
         self.card.power_off()
         log.info("card removed from vpcd slot on port %d", self.port)
 
@@ -137,6 +140,8 @@ class VirtualCardLink:
                 (length,) = struct.unpack(">H", _read_exact(sock, 2))
                 message = _read_exact(sock, length) if length else b""
                 reply = self._handle(message)
+                if self._sock is not sock:
+                    return  # pulled while processing: a removed card answers nothing
                 if reply is not None:
                     sock.sendall(struct.pack(">H", len(reply)) + reply)
         except (VpcdError, OSError) as exc:
