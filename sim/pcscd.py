@@ -136,8 +136,8 @@ def start(workdir: Path | None = None, vpcd_port: int | None = None,
     os.chmod(socket_path, 0o666)
     log_path = work / "pcscd.log"
     fd = listener.fileno()
-    # sd_listen_fds(3): the socket must be fd 3 and LISTEN_PID the pid that execs pcscd; the
-    # shell (bash: dash takes one-digit descriptors only) moves the inherited descriptor to 3 and `exec` keeps its pid for pcscd.
+    # sd_listen_fds(3): the socket must be fd 3 and LISTEN_PID the pid that execs pcscd. bash
+    # (dash takes one-digit descriptors only) moves it to 3; `exec` keeps the pid for pcscd.
     flag = "--debug" if debug else "--info"
     script = (f'exec 3<&{fd}; [ {fd} -eq 3 ] || exec {fd}<&-; '
               f'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --foreground --config "$1" {flag}')
