@@ -29,6 +29,10 @@ SW_RECORD_NOT_FOUND = 0x6A83
 class SelectionError(EmvError):
     """Selection cannot go on: the card is blocked, mute, or answers nonsense."""
 
+    def __init__(self, reason: str, *, blocked: bool = False) -> None:
+        self.blocked = blocked
+        super().__init__(reason)
+
 
 @dataclass(frozen=True)
 class Fci:
@@ -195,7 +199,7 @@ def select_application(aid: bytes) -> Generator[Transmit, Response, Fci]:
     """Final selection of one ADF (Book 1, 12.4); the FCI must name that application."""
     response = yield Transmit(apdu.select(aid))
     if response.sw == SW_BLOCKED:
-        raise SelectionError("application blocked ('6283')")
+        raise SelectionError("application blocked ('6283')", blocked=True)
     if response.sw != SW_OK:
         raise SelectionError(f"SELECT {aid.hex().upper()} answered {response.sw:04X}")
     try:

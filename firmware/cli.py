@@ -1,0 +1,162 @@
+"""The `tpe` console command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_OK, EXIT_USAGE, EXIT_READER, EXIT_CARD = 0, 2, 3, 4
+
+
+def _card_read(args: argparse.Namespace) -> int:
+    from emv.aids import KNOWN_AIDS
+    from emv.errors import EmvError
+    from emv.inspection import read_card
+    from firmware import driver, terminal_data
+    from firmware.reader import PcscReader, ReaderError
+
+    aid = bytes.fromhex(args.aid) if args.aid else None
+    try:
+        reader = PcscReader()
+        try:
+            name = reader.pick(args.reader)
+            reader.wait_for_card(name, args.wait)
+            session = reader.connect(name)
+            try:
+                report = driver.run(
+                    read_card(KNOWN_AIDS, terminal_data.for_inspection(), aid),
+                    driver.card_sender(session.transmit, session.protocol))
+            finally:
+                session.disconnect()
+        finally:
+            reader.close()
+    except ReaderError as exc:
+        return _fail(args, "reader", str(exc), EXIT_READER)
+    except EmvError as exc:
+        return _fail(args, "card", str(exc), EXIT_CARD)
+    result = report.as_dict()
+    result["reader"] = name
+    result["protocol"] = session.protocol
+    result["atr"] = session.atr.hex().upper()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_card_text(result))
+    return EXIT_OK
+
+
+def _fail(args: argparse.Namespace, kind: str, message: str, code: int) -> int:
+    logging.getLogger("tpe").error("%s error: %s", kind, message)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": kind, "message": message}))
+    else:
+        print(f"tpe: {kind} error: {message}", file=sys.stderr)
+    return code
+
+
+def _card_text(r: dict[str, Any]) -> str:
+    lines = [f"Reader      {r['reader']} ({r['protocol']}, ATR {r['atr']})",
+             f"Selection   {r['selection_method']}"]
+    for app in r["applications"]:
+        flags = " [blocked]" if app["blocked"] else ""
+        lines.append(f"  - {app['aid']}  {app['label'] or '':16} {app['scheme'] or '':12}"
+                     f" priority {app['priority'] or '-'}{flags}")
+    if r["aid"] is None:
+        lines.append("No application could be selected.")
+        return "\n".join(lines)
+    cvm = r["cvm_list"]
+    rows = [
+        ("Application", f"{r['label']} ({r['aid']})"),
+        ("Preferred", r["preferred_name"]),
+        ("PAN", r["pan_masked"]),
+        ("PAN seq.", r["pan_sequence_number"]),
+        ("Expiry", r["expiry"]),
+        ("Effective", r["effective"]),
+        ("Country", r["issuer_country"]),
+        ("Language", ", ".join(r["language"]) or None),
+        ("AIP", ", ".join(r["aip"]) or "none"),
+        ("AFL", "; ".join(f"SFI {e['sfi']} rec {e['first']}-{e['last']} (ODA {e['oda']})"
+                          for e in r["afl"])),
+        ("CA key", None if r["ca_public_key_index"] is None else f"{r['ca_public_key_index']:02X}"),
+        ("Usage", ", ".join(r["application_usage_control"]) or None),
+    ]
+    lines += [f"{k:11} {v}" for k, v in rows if v is not None]
+    if cvm:
+        lines.append(f"CVM list    X={cvm['amount_x']} Y={cvm['amount_y']}")
+        lines += [f"  - {rule['method']} / {rule['condition']}"
+                  + (" (else next)" if rule["continue_if_unsuccessful"] else "")
+                  for rule in cvm["rules"]]
+    return "\n".join(lines)
+
+
+def _sim_card_profiles(args: argparse.Namespace) -> int:
+    from sim.card.profile import load_profile, profile_names
+
+    profiles = [load_profile(n) for n in profile_names()]
+    if args.json:
+        print(json.dumps([{"name": p.name, "description": p.description, "protocol": p.protocol,
+                           "expected": p.expected} for p in profiles], indent=2))
+    else:
+        for p in profiles:
+            print(f"{p.name:28} {p.protocol}  {p.description}")
+    return EXIT_OK
+
+
+def _sim_card_serve(args: argparse.Namespace) -> int:
+    from sim.card.serve import serve
+
+    return serve(profile=args.profile, host=args.host, port=args.port, timing=args.timing,
+                 inserted=not args.removed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tpe", description="Open card-payment terminal firmware.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v info, -vv debug: APDU headers and status words)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    card = sub.add_parser("card", help="card reader tools").add_subparsers(dest="card_cmd", required=True)
+    read = card.add_parser("read", help="non-destructive read of the inserted card")
+    read.add_argument("--reader", help="reader name (or its beginning); default: the first")
+    read.add_argument("--json", action="store_true", help="print one JSON object")
+    read.add_argument("--aid", help="read this application (hex) instead of the first by priority")
+    read.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                      help="how long to wait for a card (default 10)")
+    read.set_defaults(func=_card_read)
+
+    sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="sim_cmd", required=True)
+    sim_card = sim.add_parser("card", help="the software EMV card").add_subparsers(
+        dest="sim_card_cmd", required=True)
+    profiles = sim_card.add_parser("profiles", help="list the card profiles")
+    profiles.add_argument("--json", action="store_true")
+    profiles.set_defaults(func=_sim_card_profiles)
+    serve = sim_card.add_parser(
+        "serve", help="serve a card to pcscd's vpcd driver; reads 'insert', 'remove', "
+                      "'profile NAME', 'quit' on standard input")
+    serve.add_argument("--profile", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=35963, help="vpcd port (default 35963)")
+    serve.add_argument("--timing", action="store_true",
+                       help="as slow as a real card: 9600 bit/s and per-command processing time")
+    serve.add_argument("--removed", action="store_true", help="start with the card out of the reader")
+    serve.set_defaults(func=_sim_card_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # pyemv/psec reach TripleDES by its old import path (tests/test_tdes_available.py watches).
+    warnings.filterwarnings("ignore", message=".*TripleDES.*")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
