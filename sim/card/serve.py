@@ -10,11 +10,18 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from typing import TextIO
 
 from sim.card.card import SimCard
 from sim.card.profile import ProfileError, load_profile
 from sim.vpcd import Timing, VirtualCardLink, VpcdError
+
+SWAP_SECONDS = 1.0
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT arrived."""
 
 
 def _say(out: TextIO, line: str) -> None:
@@ -33,8 +40,14 @@ def serve(profile: str, host: str = "127.0.0.1", port: int = 35963, timing: bool
         return 2
     link = VirtualCardLink(card, host, port, Timing() if timing else None)
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        # A blocking read of stdin is resumed after a handler (PEP 475): raise to leave it.
+        stop.set()
+        raise _Stopped
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
         if inserted:
             link.insert()
@@ -65,6 +78,10 @@ def serve(profile: str, host: str = "127.0.0.1", port: int = 35963, timing: bool
                     continue
                 was_inserted = link.inserted
                 link.remove()
+                if was_inserted:
+                    # Like a hand swapping cards: pcscd polls presence every 0.4 s and must see
+                    # the reader empty, or a reader still reporting the old card races the new.
+                    time.sleep(SWAP_SECONDS)
                 card = new_card
                 link = VirtualCardLink(card, host, port, Timing() if timing else None)
                 if was_inserted:
@@ -74,6 +91,8 @@ def serve(profile: str, host: str = "127.0.0.1", port: int = 35963, timing: bool
                 _say(out, f"error unknown command: {raw.strip()[:40]}")
         else:
             stop.wait()
+    except _Stopped:
+        pass
     except VpcdError as exc:
         _say(out, f"error vpcd: {exc}")
         return 3
