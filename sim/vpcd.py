@@ -72,6 +72,10 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
         if not chunk:
             raise VpcdError("vpcd closed the connection")
         buf += chunk
+        # vpcd writes the length and the payload in two sends with Nagle on: a delayed ACK from
+        # us would hold its payload back 40 ms. Linux resets TCP_QUICKACK after use (tcp(7)).
+        if hasattr(socket, "TCP_QUICKACK"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     return bytes(buf)
 
 

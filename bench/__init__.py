@@ -1,0 +1,1 @@
+"""`make bench`: figures for the limits issues set; written to bench/results.json."""

@@ -1,0 +1,111 @@
+"""Benchmarks of the card path. Report only: nothing here fails the test suite.
+
+Writes bench/results.json, one flat object of name -> number, the unit in the name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.json"
+
+
+def per_second(action: Callable[[], object], seconds: float = 1.0) -> float:
+    count, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        action()
+        count += 1
+    return count / elapsed
+
+
+def bench_inprocess(results: dict[str, float]) -> None:
+    from emv import tlv
+    from emv.aids import KNOWN_AIDS
+    from emv.inspection import read_card
+    from firmware import driver, terminal_data
+    from sim.card.card import SimCard
+    from sim.card.profile import load_profile
+
+    card = SimCard(load_profile("visa_cda_online"))
+    card.power_on()
+    card.process(bytes.fromhex("00A404000E315041592E5359532E444446303100"))
+    read_record = bytes.fromhex("00B2010C00")
+    results["apdus_per_second_inprocess"] = round(per_second(lambda: card.process(read_record)))
+
+    record = card.process(bytes.fromhex("00B2010C00"))[:-2]
+    blob = record * 50
+    rate = per_second(lambda: tlv.decode(blob))
+    results["tlv_decode_mb_per_second"] = round(rate * len(blob) / 1e6, 2)
+
+    def one_read() -> None:
+        fresh = SimCard(load_profile("visa_cda_online"))
+        fresh.power_on()
+        driver.run(read_card(KNOWN_AIDS, terminal_data.for_inspection()),
+                   driver.card_sender(fresh.process, fresh.protocol))
+
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        one_read()
+        times.append((time.perf_counter() - started) * 1000)
+    results["card_read_inprocess_ms_median"] = round(statistics.median(times), 3)
+
+
+def bench_pcscd(results: dict[str, float]) -> None:
+    from sim import pcscd
+
+    daemon = pcscd.start()
+    os.environ["PCSCLITE_CSOCK_NAME"] = str(daemon.socket_path)
+    tpe = [sys.executable, "-m", "firmware.cli"]
+    server = subprocess.Popen([*tpe, "sim", "card", "serve", "--profile", "visa_cda_online",
+                               "--port", str(daemon.vpcd_port)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()
+        from firmware.reader import PcscReader
+
+        reader = PcscReader()
+        name = pcscd.reader_name(0)
+        reader.wait_for_card(name, 10)
+        session = reader.connect(name)
+        get_atc = bytes.fromhex("80CA9F3600")
+        results["apdus_per_second_pcscd"] = round(per_second(lambda: session.transmit(get_atc), 2.0))
+        session.disconnect()
+        reader.close()
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            subprocess.run([*tpe, "card", "read", "--json"], env=daemon.client_env(), cwd=ROOT,
+                           capture_output=True, check=True, timeout=60)
+            times.append((time.perf_counter() - started) * 1000)
+        results["card_read_pcsc_ms_median"] = round(statistics.median(times), 1)
+    finally:
+        server.terminate()
+        server.wait(10)
+        daemon.stop()
+
+
+def main() -> int:
+    warnings.filterwarnings("ignore", message=".*TripleDES.*")
+    results: dict[str, float] = {}
+    bench_inprocess(results)
+    bench_pcscd(results)
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    for key, value in sorted(results.items()):
+        print(f"{key:36} {value}")
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
