@@ -38,7 +38,7 @@ from emv.tlv import encode as tlv_encode
 from sim.card import pki, risk
 from sim.card.crypto import CardCrypto, parse_pin_block_format2
 from sim.card.profile import PSE_NAME, Application, Profile, RiskParams
-from sim.card.records import cached_key, pse_fci
+from sim.card.records import CardImage, cached_key, pse_fci
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +354,12 @@ class SimCard:
         return app, self.state.apps[app.aid], self._session
 
     @staticmethod
+    def _image(app: Application) -> CardImage:
+        if app.image is None:
+            raise RuntimeError("application not personalised (profile built without records)")
+        return app.image
+
+    @staticmethod
     def _no_data(command: _Command) -> None:
         if command.data is not None:
             raise _Status(SW_WRONG_LENGTH)
@@ -399,10 +405,10 @@ class SimCard:
         app = self.profile.applications[index]
         self._session = _Session(index=index)
         self.state.selected_aid = app.aid
-        assert app.image is not None
+        fci = self._image(app).fci
         if self.state.apps[app.aid].blocked:
-            return app.image.fci, SW_SELECTED_FILE_INVALIDATED
-        return app.image.fci, SW_OK
+            return fci, SW_SELECTED_FILE_INVALIDATED
+        return fci, SW_OK
 
     # -- READ RECORD (Book 3, 6.5.11) --------------------------------------------------------
 
@@ -416,11 +422,10 @@ class SimCard:
                 raise _Status(SW_FILE_NOT_FOUND)
             record = self.profile.pse_records.get(number)
         elif self._session is not None:
-            app = self.profile.applications[self._session.index]
-            assert app.image is not None
-            if not any(s == sfi for s, _ in app.image.records):
+            records = self._image(self.profile.applications[self._session.index]).records
+            if not any(s == sfi for s, _ in records):
                 raise _Status(SW_FILE_NOT_FOUND)
-            record = app.image.records.get((sfi, number))
+            record = records.get((sfi, number))
         else:
             raise _Status(SW_FILE_NOT_FOUND)
         if record is None:
@@ -458,10 +463,10 @@ class SimCard:
         facts.script_failed = app_state.last_script_failed
         facts.issuer_auth_failed_last_online = app_state.counters.issuer_auth_failed_last_online
         facts.last_online_not_completed = app_state.counters.online_not_completed
-        assert app.image is not None
+        image = self._image(app)
         if app.gpo_format == 1:
-            return tlv_encode(0x80, app.image.aip + app.image.afl), SW_OK
-        body = tlv_encode(0x82, app.image.aip) + tlv_encode(0x94, app.image.afl)
+            return tlv_encode(0x80, image.aip + image.afl), SW_OK
+        body = tlv_encode(0x82, image.aip) + tlv_encode(0x94, image.afl)
         return tlv_encode(0x77, body), SW_OK
 
     # -- GET DATA (Book 3, 6.5.7) --------------------------------------------------------------
@@ -617,8 +622,8 @@ class SimCard:
         session.first_ac = decision.cryptogram
         session.cdol1_values = data
         session.terminal = terminal
-        response = self._ac_response(app, app_state, session, terminal, counters_field, cda,
-                                     hashed=session.pdol_values + data)
+        response = self._ac_response(app, app_state, session, decision.cryptogram, terminal,
+                                     counters_field, cda, hashed=session.pdol_values + data)
         return response, SW_OK
 
     def _second_ac(self, app: Application, app_state: AppState, session: _Session, data: bytes,
@@ -630,7 +635,7 @@ class SimCard:
         terminal = {**session.terminal, **cdol2}
         auth_data = cdol2.get(0x91)
         if auth_data is not None and any(auth_data) and not session.external_authenticate_done:
-            session.issuer_auth = self._check_arpc(app, app_state, session, auth_data)
+            session.issuer_auth = self._check_arpc(app_state, session, auth_data)
         arc = cdol2.get(0x8A)
         tx = self._transaction(app, app_state, terminal)
         counters = app_state.counters
@@ -654,7 +659,8 @@ class SimCard:
         cda = cda_requested and app.oda == "cda" and decision.cryptogram != "AAC"
         facts.cda_second = cda
         session.second_ac = decision.cryptogram
-        response = self._ac_response(app, app_state, session, terminal, counters_field, cda,
+        response = self._ac_response(app, app_state, session, decision.cryptogram, terminal,
+                                     counters_field, cda,
                                      hashed=session.pdol_values + session.cdol1_values + data)
         return response, SW_OK
 
@@ -665,16 +671,14 @@ class SimCard:
         return bytes.fromhex(f"{amount:012d}") + bytes([min(counters.consecutive, 255), 0xFF])
 
     def _ac_response(self, app: Application, app_state: AppState, session: _Session,
-                     terminal: dict[int, bytes], counters_field: bytes, cda: bool, *, hashed: bytes) -> bytes:
+                     cryptogram: risk.Cryptogram, terminal: dict[int, bytes], counters_field: bytes,
+                     cda: bool, *, hashed: bytes) -> bytes:
         crypto = self._crypto[session.index]
         facts = session.facts
         cvr = risk.visa_cvr(facts) if crypto.is_visa else risk.mchip_cvr(facts)
         iad = crypto.issuer_application_data(cvr, counters_field)
         atc = app_state.atc.to_bytes(2, "big")
-        assert app.image is not None
-        cryptogram = (session.second_ac or session.first_ac)
-        assert cryptogram is not None
-        ac = crypto.application_cryptogram(terminal, app.image.aip, atc, iad)
+        ac = crypto.application_cryptogram(terminal, self._image(app).aip, atc, iad)
         if session.second_ac is None and cryptogram == "ARQC":
             session.arqc = ac
         cid = risk.CID[cryptogram]
@@ -685,7 +689,8 @@ class SimCard:
             # Book 2, 6.6.1: the hash covers PDOL and CDOL values, then the response's TLVs
             # except the signature itself, in the order returned.
             key = self._icc_key(app.icc_key)
-            assert key is not None
+            if key is None:
+                raise RuntimeError("CDA without an ICC key")
             digest = hashlib.sha1(hashed + cid_tlv + atc_tlv + iad_tlv).digest()
             dynamic = pki.cda_dynamic_data(self._rng.randbytes(8), cid=cid, cryptogram=ac,
                                            transaction_data_hash=digest)
@@ -695,9 +700,10 @@ class SimCard:
             return tlv_encode(0x80, bytes([cid]) + atc + ac + iad)
         return tlv_encode(0x77, cid_tlv + atc_tlv + tlv_encode(0x9F26, ac) + iad_tlv)
 
-    def _check_arpc(self, app: Application, app_state: AppState, session: _Session,
+    def _check_arpc(self, app_state: AppState, session: _Session,
                     auth_data: bytes) -> Literal["valid", "failed"]:
-        assert session.arqc is not None
+        if session.arqc is None:
+            return "failed"
         atc = app_state.atc.to_bytes(2, "big")
         ok = self._crypto[session.index].verify_arpc(session.arqc, atc, auth_data)
         session.facts.issuer_auth_performed = True
@@ -712,11 +718,11 @@ class SimCard:
         data = self._need_data(command)
         if not 8 <= len(data) <= 16:
             raise _Status(SW_WRONG_LENGTH)
-        app, app_state, session = self._app()
+        _app, app_state, session = self._app()
         if session.first_ac != "ARQC" or session.second_ac is not None or session.external_authenticate_done:
             raise _Status(SW_CONDITIONS)
         session.external_authenticate_done = True
-        session.issuer_auth = self._check_arpc(app, app_state, session, data)
+        session.issuer_auth = self._check_arpc(app_state, session, data)
         return b"", SW_OK if session.issuer_auth == "valid" else SW_AUTH_FAILED
 
     # -- issuer scripts (Book 3, 6.5.1-6.5.3, 6.5.10; Book 2, 9) --------------------------------
