@@ -402,6 +402,12 @@ def test_internal_authenticate_unsupported_on_sda_card() -> None:
     assert card.process(apdu(0x00, 0x88, 0x00, 0x00, b"\x01\x02\x03\x04")) == b"\x6d\x00"
 
 
+def test_sda_card_has_no_key_for_an_enciphered_pin() -> None:
+    card = make_card("sda_only")
+    Terminal(card).start()
+    assert card.process(apdu(0x00, 0x20, 0x00, 0x88, bytes(128), le=None)) == b"\x6a\x86"
+
+
 def test_sda_signature_and_whole_record_static_data_in_sfi_11() -> None:
     card = make_card("sda_only")
     term = Terminal(card)

@@ -108,6 +108,9 @@ def broken(tmp_path: Path, old: str, new: str, *, base: str = "visa_cda_online")
     ('icc_key = "icc_1"', 'icc_key = "icc_missing"', "app.visa"),
     ('description = "', 'summary = "', "description"),
     ('pin = "1234"', 'pin = "12a4"', "pin"),
+    ("[app.visa.keys]", '[app.visa.data]\n"9F" = "00"\n\n[app.visa.keys]', "app.visa.data.9F"),
+    ('label = "VISA CREDIT"', 'label = "VISA CREDIT"\nfci_discretionary = "9F4D"',
+     "app.visa.fci_discretionary"),
 ])
 def test_broken_profile_names_the_key(tmp_path: Path, old: str, new: str, key: str) -> None:
     folder = broken(tmp_path, old, new)
@@ -116,6 +119,18 @@ def test_broken_profile_names_the_key(tmp_path: Path, old: str, new: str, key: s
     assert info.value.key == key, str(info.value)
     assert info.value.file == "visa_cda_online.toml"
     assert key in str(info.value) and "visa_cda_online.toml" in str(info.value)
+
+
+def test_extra_data_and_fci_discretionary_reach_the_card(tmp_path: Path) -> None:
+    text = (PROFILES_DIR / "visa_cda_online.toml").read_text()
+    text = text.replace("[app.visa.keys]", '[app.visa.data]\n"9F4D" = "0B0A"\n\n[app.visa.keys]')
+    text = text.replace('label = "VISA CREDIT"', 'label = "VISA CREDIT"\nfci_discretionary = "9F4D020B0A"')
+    (tmp_path / "extra.toml").write_text(text)
+    app = load_profile("extra", directory=tmp_path).applications[0]
+    assert app.image is not None
+    objects = {c.tag: c.value for r in app.image.records.values() for c in decode(r)[0].children or ()}
+    assert objects[0x9F4D] == bytes.fromhex("0B0A")
+    assert find(decode(app.image.fci), 0xBF0C).value == bytes.fromhex("9F4D020B0A")
 
 
 def test_not_toml_is_a_profile_error(tmp_path: Path) -> None:

@@ -227,7 +227,6 @@ class SimCard:
         self._crypto = [CardCrypto(app) for app in profile.applications]
         self._atr = build_atr(profile.protocol, profile.atr_historical)
         self.internal_errors = 0
-        self._powered = False
         self._pse_selected = False
         self._session: _Session | None = None
         self._last_select_name: bytes | None = None
@@ -248,12 +247,10 @@ class SimCard:
     def power_on(self) -> bytes:
         """Cold reset: RAM cleared, EEPROM kept. Returns the ATR."""
         self._clear_volatile()
-        self._powered = True
         return self._atr
 
     def power_off(self) -> None:
         self._clear_volatile()
-        self._powered = False
 
     def _clear_volatile(self) -> None:
         self._pse_selected = False
@@ -508,7 +505,8 @@ class SimCard:
                 raise _Status(SW_PIN_BLOCKED)
             pin = parse_pin_block_format2(data)
         else:
-            key = self._icc_key(app.icc_pin_key or app.icc_key)
+            # Book 2, 7.1: the ICC PIN Encipherment key, else the ICC key of DDA/CDA.
+            key = self._icc_key(app.icc_pin_key or (app.icc_key if app.oda in ("dda", "cda") else None))
             if key is None:
                 raise _Status(SW_WRONG_P1P2)
             if len(data) != key.size:

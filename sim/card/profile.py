@@ -20,6 +20,31 @@ each application are computed at load (`sim.card.records`) and cached per file c
     application  AID (hex) the terminal should end up with
     language   ISO 639 code the terminal should use (when it supports it)
     reason, scripts, notes  free text
+
+Keys (defaults in brackets). Top level: description, protocol ["T=1"], pin ["1234"],
+pin_try_limit [3], pin_tries_left [limit], pse [true], pse_sfi [1], atr_historical (hex),
+t0_chunk [64], card_blocked [false], extends. Per `[app.<name>]`:
+
+    aid, label, pan, expiry (YYMMDD)          required
+    psn ["01"], effective (YYMMDD), preferred_name, code_table, priority (87), language (5F2D),
+    service_code ["201"], cardholder_name, issuer_country ["250"], currency ["978"],
+    currency_exponent [2], usage_control ["FF00"], version ["0002"], iac_default / iac_denial /
+    iac_online ["0000000000"], cvm_amount_x / cvm_amount_y [0], cvm_rules [["1E03", "1F03"]]
+    pdol [""], cdol1, cdol2, ddol ["9F3704"]        hex DOLs (CDOL1 must carry the AC inputs)
+    gpo_format / ac_format [2]                        response format 1 ('80') or 2 ('77')
+    cvn ["visa10"]: visa10 | visa18 | mc16 | mc17; dki [1]
+    issuer_authentication: external_authenticate (Visa default) | cdol2 (Mastercard default)
+    oda ["none"]: none | sda | dda | cda; ca_index (hex), issuer_key, icc_key, icc_pin_key
+    aip_in_static_data [true], data_auth_code, issuer_cert_expiry ["1234"], icc_cert_expiry
+    [expiry], *_cert_serial, data_sfi [1], oda_sfi [2], layout ["standard"] | "padded_long_form",
+    corrupt [[]]: icc_certificate | issuer_certificate | ssad
+    gpo_allowed_countries [[]]   GPO answers 6985 for a terminal country not listed
+    fci_discretionary (BF0C value, hex)
+    [app.<name>.keys]     ac, smi, smc: issuer master keys, TEST KEYS (16 bytes hex)
+    [app.<name>.risk]     see RiskParams and sim.card.risk
+    [app.<name>.initial]  atc, last_online_atc, consecutive_offline, cumulative_offline_amount,
+                          issuer_auth_failed_last_online, blocked
+    [app.<name>.data]     more data objects for the records: "9F4D" = "0B0A"
 """
 
 from __future__ import annotations
@@ -33,7 +58,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from emv import dol
-from emv.errors import DolError
+from emv.errors import DolError, TlvError
+from emv.tlv import decode as tlv_decode
+from emv.tlv import read_tag
 
 if TYPE_CHECKING:
     from sim.card.records import CardImage
@@ -502,6 +529,15 @@ def _dol(table: _Table, name: str, default: str) -> bytes:
     return value
 
 
+def _one_tag(raw: bytes) -> bool:
+    """True when `raw` is exactly one tag field (EMV 4.4 Book 3, Annex B1)."""
+    try:
+        _tag, end = read_tag(raw, 0)
+    except TlvError:
+        return False
+    return end == len(raw) and raw[0] not in (0x00, 0xFF)
+
+
 def _dol_lengths(value: bytes) -> dict[int, int]:
     return {entry.tag: entry.length for entry in dol.parse(value)}
 
@@ -630,12 +666,17 @@ def _application(t: _Table, key: str) -> Application:
     data_t = t.table("data")
     extra: list[tuple[int, bytes]] = []
     for tag_text in list(data_t.data):
-        if not re.fullmatch(r"[0-9A-F]{2,6}", tag_text):
-            raise data_t.fail(tag_text, "tags are written in upper-case hex, e.g. \"9F4D\"")
+        if not re.fullmatch(r"([0-9A-F]{2}){1,3}", tag_text) or not _one_tag(bytes.fromhex(tag_text)):
+            raise data_t.fail(tag_text, "not one BER-TLV tag in upper-case hex, e.g. \"9F4D\"")
         extra.append((int(tag_text, 16), data_t.hex(tag_text, _REQUIRED, lengths=(0, 240))))
     data_t.done()
 
     usage_control = t.hex("usage_control", b"\xff\x00", length=2)
+    fci_discretionary = t.hex("fci_discretionary", b"", lengths=(0, 200))
+    try:
+        tlv_decode(fci_discretionary)
+    except TlvError as exc:
+        raise t.fail("fci_discretionary", f"not BER-TLV: {exc.reason}") from None
     app = Application(
         key=key, aid=aid, label=label, pan=pan, psn=psn, expiry=expiry, effective=effective,
         preferred_name=t.text("preferred_name", None, pattern=r"[ -~]{1,16}"),
@@ -672,7 +713,7 @@ def _application(t: _Table, key: str) -> Application:
         data_sfi=data_sfi, oda_sfi=oda_sfi,
         layout=t.choice("layout", ("standard", "padded_long_form"), "standard"), corrupt=corrupt,
         extra_data=tuple(extra),
-        fci_discretionary=t.hex("fci_discretionary", b"", lengths=(0, 200)),
+        fci_discretionary=fci_discretionary,
         gpo_allowed_countries=tuple(bytes.fromhex(c.zfill(4)) for c in countries),
         risk=risk, initial=initial,
     )
