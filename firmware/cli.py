@@ -25,8 +25,7 @@ def _card_read(args: argparse.Namespace) -> int:
         reader = PcscReader()
         try:
             name = reader.pick(args.reader)
-            reader.wait_for_card(name, args.wait)
-            session = reader.connect(name)
+            session = reader.connect_when_ready(name, args.wait)
             try:
                 report = driver.run(
                     read_card(KNOWN_AIDS, terminal_data.for_inspection(), aid),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -185,6 +186,23 @@ class PcscReader:
                 state = self._state(reader, state & ~scard.SCARD_STATE_CHANGED, left_ms)
             except CardTimeoutError:
                 continue
+
+    def connect_when_ready(self, reader: str, timeout: float | None = None,
+                           protocol: Protocol = "any") -> CardSession:
+        """Wait for a card and connect; a card seen present but gone (pulled, or a reader state
+        not yet updated after a swap) is waited for again until `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.wait_for_card(reader, left)
+            try:
+                return self.connect(reader, protocol)
+            except CardAbsentError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                state = self._state(reader, scard.SCARD_STATE_UNAWARE, 0)
+                with contextlib.suppress(CardTimeoutError):
+                    self._state(reader, state & ~scard.SCARD_STATE_CHANGED, _WAIT_SLICE_MS)
 
     def connect(self, reader: str, protocol: Protocol = "any") -> CardSession:
         code, handle, active = scard.SCardConnect(
