@@ -193,3 +193,14 @@ def test_any_value_loads_or_raises_profile_error(tmp_path: Path, line: str, valu
     (tmp_path / "fuzzed.toml").write_text(text)
     with contextlib.suppress(ProfileError):
         load_profile("fuzzed", directory=tmp_path)
+
+
+def test_cards_from_one_profile_do_not_share_counters() -> None:
+    from sim.card.card import SimCard
+    from sim.card.profile import load_profile
+
+    profile = load_profile("offline_approving")
+    first, second = SimCard(profile), SimCard(profile)
+    first.state.app().counters.consecutive += 3
+    assert second.state.app().counters.consecutive == profile.applications[0].initial.counters.consecutive
+    assert profile.applications[0].initial.counters.consecutive != first.state.app().counters.consecutive

@@ -22,6 +22,7 @@ bytes at a time; a case 2 command whose Le differs from the data length is answe
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime
 import hashlib
 import hmac
@@ -217,11 +218,7 @@ class SimCard:
             card_blocked=profile.card_blocked, pin=profile.pin,
             apps={app.aid: AppState(
                 aid=app.aid, atc=app.initial.atc, blocked=app.initial.blocked, risk=app.risk,
-                counters=risk.OfflineCounters(
-                    consecutive=app.initial.consecutive_offline,
-                    cumulative_amount=app.initial.cumulative_offline_amount,
-                    last_online_atc=app.initial.last_online_atc,
-                    issuer_auth_failed_last_online=app.initial.issuer_auth_failed_last_online))
+                counters=dataclasses.replace(app.initial.counters))
                 for app in profile.applications},
         )
         self._crypto = [CardCrypto(app) for app in profile.applications]

@@ -61,6 +61,7 @@ from emv import dol
 from emv.errors import DolError, TlvError
 from emv.tlv import decode as tlv_decode
 from emv.tlv import read_tag
+from sim.card.risk import OfflineCounters
 
 if TYPE_CHECKING:
     from sim.card.records import CardImage
@@ -147,14 +148,14 @@ class RiskParams:
 
 @dataclass(frozen=True)
 class InitialState:
-    """Non-volatile counters as personalised (or as left by earlier use, for test cards)."""
+    """Non-volatile state as personalised (or as left by earlier use, for test cards).
+
+    `counters` is a template: each `SimCard` works on its own copy.
+    """
 
     atc: int = 0
-    last_online_atc: int = 0
-    consecutive_offline: int = 0
-    cumulative_offline_amount: int = 0
-    issuer_auth_failed_last_online: bool = False
     blocked: bool = False
+    counters: OfflineCounters = field(default_factory=OfflineCounters)
 
 
 @dataclass(frozen=True)
@@ -655,11 +656,13 @@ def _application(t: _Table, key: str) -> Application:
     init_t = t.table("initial")
     initial = InitialState(
         atc=init_t.integer("atc", 0, hi=0xFFFE),
-        last_online_atc=init_t.integer("last_online_atc", 0, hi=0xFFFF),
-        consecutive_offline=init_t.integer("consecutive_offline", 0, hi=255),
-        cumulative_offline_amount=init_t.integer("cumulative_offline_amount", 0, hi=999_999_999_999),
-        issuer_auth_failed_last_online=init_t.boolean("issuer_auth_failed_last_online", False),
         blocked=init_t.boolean("blocked", False),
+        counters=OfflineCounters(
+            last_online_atc=init_t.integer("last_online_atc", 0, hi=0xFFFF),
+            consecutive=init_t.integer("consecutive_offline", 0, hi=255),
+            cumulative_amount=init_t.integer("cumulative_offline_amount", 0, hi=999_999_999_999),
+            issuer_auth_failed_last_online=init_t.boolean("issuer_auth_failed_last_online", False),
+        ),
     )
     init_t.done()
 
