@@ -133,6 +133,9 @@ class Context:
 
     aip: card_data.AipFlags | None = None
     afl: list[card_data.AflEntry] = field(default_factory=list)
+    pdol_data: bytes = b""  # sent in GET PROCESSING OPTIONS (Book 2, 6.6.2 step 10 hashes it)
+    cdol1_data: bytes = b""  # sent in the first GENERATE AC
+    cdol2_data: bytes = b""  # sent in the second GENERATE AC
     oda_data: bytearray = field(default_factory=bytearray)  # Book 3, 10.3: static data to sign
     oda_record_invalid: bool = False  # an ODA record was not a '70' template (Book 3, 10.3)
     oda_method: str | None = None  # "sda", "dda", "cda" once selected
