@@ -11,7 +11,7 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from emv import apdu, card_data, dol, selection, tlv
+from emv import apdu, app_data, card_data, dol, selection
 from emv.aids import scheme_of
 from emv.apdu import Response
 from emv.errors import EmvError
@@ -128,51 +128,25 @@ def _read_application(report: CardReport, fci: selection.Fci,
     response = yield Transmit(apdu.get_processing_options(pdol_data))
     if response.sw != 0x9000:
         raise InspectionError("get processing options", f"card answered {response.sw:04X}")
-    aip, afl, report.gpo_format = _parse_gpo(response.data)
-    report.aip = _decode("aip", card_data.decode_aip, aip).names()
-    entries = _decode("afl", card_data.parse_afl, afl)
+    try:
+        options = app_data.parse_gpo(response.data)
+    except app_data.AppDataError as exc:
+        raise InspectionError(exc.step, exc.reason) from exc
+    report.gpo_format = options.gpo_format
+    report.aip = _decode("aip", card_data.decode_aip, options.aip).names()
+    entries = _decode("afl", card_data.parse_afl, options.afl)
     report.afl = [{"sfi": e.sfi, "first": e.first, "last": e.last, "oda": e.oda_count}
                   for e in entries]
-    found: dict[int, bytes] = {}
     # Book 3, 10.2: read every record the AFL names.
-    for entry in entries:
-        for record in range(entry.first, entry.last + 1):
-            response = yield Transmit(apdu.read_record(record, entry.sfi))
-            if response.sw != 0x9000:
-                raise InspectionError("read record",
-                                      f"SFI {entry.sfi} record {record} answered {response.sw:04X}")
-            try:
-                objects = tlv.decode(response.data)
-            except EmvError as exc:
-                raise InspectionError("read record", f"SFI {entry.sfi} record {record}: {exc}") from exc
-            if not objects or objects[0].tag != 0x70:
-                raise InspectionError("read record",
-                                      f"SFI {entry.sfi} record {record} is not a '70' template")
-            report.records_read += 1
-            for tag, value in tlv.primitives(objects):
-                found.setdefault(tag, value)
-    _fill(report, found)
-
-
-def _parse_gpo(data: bytes) -> tuple[bytes, bytes, int]:
-    """Book 3, 6.5.8.4: format 1 ('80' AIP || AFL) or format 2 ('77' with '82' and '94')."""
     try:
-        objects = tlv.decode(data)
-    except EmvError as exc:
-        raise InspectionError("get processing options", str(exc)) from exc
-    if len(objects) != 1:
-        raise InspectionError("get processing options", "answer is not one template")
-    top = objects[0]
-    if top.tag == 0x80:
-        if len(top.value) < 2 or (len(top.value) - 2) % 4:
-            raise InspectionError("get processing options", "format 1 answer has a bad length")
-        return top.value[:2], top.value[2:], 1
-    if top.tag == 0x77:
-        aip, afl = top.find(0x82), top.find(0x94)
-        if aip is None or afl is None:
-            raise InspectionError("get processing options", "format 2 answer lacks '82' or '94'")
-        return aip.value, afl.value, 2
-    raise InspectionError("get processing options", f"unexpected template {top.tag:X}")
+        records = yield from app_data.read_records(entries)
+    except app_data.AppDataError as exc:
+        raise InspectionError(exc.step, exc.reason) from exc
+    report.records_read = records.count
+    found: dict[int, bytes] = {}
+    for tag, value in records.data:
+        found.setdefault(tag, value)
+    _fill(report, found)
 
 
 def _fill(report: CardReport, found: Mapping[int, bytes]) -> None:
