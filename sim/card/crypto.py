@@ -145,11 +145,29 @@ class CardCrypto:
         arpc, arc = issuer_auth_data[:8], issuer_auth_data[8:]
         return hmac.compare_digest(engine.generate_arpc(arqc, arc), arpc)
 
+    def issuer_authentication_data(self, arqc: bytes, atc: bytes, arc: bytes, *, approved: bool) -> bytes:
+        """The issuer's side of `verify_arpc`: Issuer Authentication Data '91' (Book 2, 8.2).
+
+        Method 1: ARPC (8) || ARC (2). Method 2 (CVN 18): ARPC (4) || CSU (4), the CSU saying
+        "issuer approves online transaction" (VIS 1.5 CSU byte 2 b8) when `approved`.
+        """
+        engine = self._engine
+        if isinstance(engine, pyemv_cvn.VisaCVN18):
+            csu = bytes([0x00, 0x80 if approved else 0x00, 0x00, 0x00])
+            return engine.generate_arpc(arqc, atc, csu) + csu
+        return engine.generate_arpc(arqc, arc) + arc
+
     def _script_ac(self, arqc: bytes, sequence: int) -> bytes:
         # pyemv, M/Chip: the AC used for the session key grows by one per script command.
         if self.is_visa:
             return arqc
         return ((int.from_bytes(arqc, "big") + sequence) % 2**64).to_bytes(8, "big")
+
+    def script_mac(self, header: bytes, data: bytes, *, arqc: bytes, atc: bytes, sequence: int) -> bytes:
+        """The issuer's side of `verify_script_mac`: the 8-byte MAC of one script command;
+        `header` is CLA INS P1 P2 Lc, Lc counting the MAC."""
+        mac = self._engine.generate_command_mac(header, self._script_ac(arqc, sequence), atc, data)
+        return mac[:MAX_MAC_LENGTH]
 
     def verify_script_mac(self, header: bytes, data: bytes, mac: bytes, *, arqc: bytes, atc: bytes,
                           sequence: int) -> bool:
