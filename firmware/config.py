@@ -1,0 +1,536 @@
+"""The terminal's configuration: one TOML file, read and checked at start (ARCHITECTURE principle 9).
+
+`load_config(path)` reads the file (by default the packaged `firmware/defaults/terminal.toml`)
+and returns an `AppConfig`: the kernel's `KernelConfig`, the reader to use and the PIN pad
+settings. Any problem stops the start with one `ConfigError` naming the file, the key and the
+reason; nothing is half loaded. Sections and keys:
+
+    [terminal]       type ("22": 2 hex digits, Book 4 Annex A1), capabilities (6 hex digits),
+                     additional_capabilities (10 hex digits), country, currency (ISO numeric
+                     integers), currency_exponent, terminal_id (8 chars), merchant_id (15 chars),
+                     merchant_category (integer), ifd_serial (8 chars), merchant_name_location,
+                     preferred_aids (list of hex AIDs), pin_pad, confirm_amount (booleans)
+    [[aid]]          aid, name, partial_selection, application_versions (list of 4 hex digits),
+                     tac_denial, tac_online, tac_default (10 hex digits), floor_limit,
+                     random_selection_threshold (minor units), random_target_percent,
+                     random_max_target_percent, default_ddol, default_tdol (hex DOLs)
+    [ca_keys]        files: CA public key tables in the `emv.capk.load_capks` format; "sim" is
+                     the card simulator's TEST keys
+    [[revoked]]      rid, index (2 hex digits), serial (6 hex digits): revoked issuer certificates
+    [[exception]]    pan_sha256 (`emv.sensitive.pan_token` of the PAN), psn (optional integer)
+    [fraud]          online_above, decline_above (minor units), online_countries,
+                     decline_countries (ISO numeric integers), blocked_prefixes (digit strings)
+    [reader]         name: part of the PC/SC reader name to use (default: the first reader)
+    [pin_pad]        key_file (see `load_pin_pad_key`), shuffle (boolean)
+
+Money is an integer number of minor units (ARCHITECTURE principle 10): `10.50` is refused,
+write `1050`. A relative file name is taken from the configuration file's folder; a name
+starting with "sim:" is taken from the installed `sim` package (its TEST keys). In keys that
+name an item of an array, counting starts at 1, as one counts the `[[aid]]` tables in the file:
+`aid[1].tac_online` is the first application's TAC-Online.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import date, time
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from emv import dol
+from emv.capk import CapkError, CaPublicKey, load_capks
+from emv.errors import DolError
+from emv.kernel_config import (
+    AidParams,
+    ExceptionEntry,
+    FraudRules,
+    KernelConfig,
+    KernelConfigError,
+    TerminalConfig,
+)
+
+MAX_CONFIG_BYTES = 1 << 20  # a configuration or CA key file; anything larger is a mistake
+MAX_KEY_FILE_BYTES = 1 << 12
+SIM_PREFIX = "sim:"  # a file of the installed `sim` package
+SIM_CA_KEYS = "sim"  # [ca_keys] files entry: the card simulator's TEST CA keys
+MAX_AMOUNT = 10**12 - 1  # n12 amounts (Book 3, Annex A: 9F02, 9F1B)
+AES_128_KEY_BYTES = 16
+
+T = TypeVar("T")
+Convert = Callable[[Any, str], T]
+
+
+class ConfigError(Exception):
+    """A configuration the terminal cannot start with: which file, which key, and why."""
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{file}: {key}: {reason}")
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    name: str | None = None  # part of the PC/SC reader name; None: the first reader found
+
+
+@dataclass(frozen=True)
+class PinPadConfig:
+    # AES-128 key the PIN pad enciphers online PIN blocks with, until DUKPT keys replace it.
+    key_file: Path | None = None
+    shuffle: bool = False  # show the digit keys in a random order at each PIN entry
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    kernel: KernelConfig
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    pin_pad: PinPadConfig = field(default_factory=PinPadConfig)
+    source: Path = Path()
+
+
+def load_config(path: Path | None = None) -> AppConfig:
+    """Read and check the configuration file; None means the packaged default."""
+    if path is None:
+        try:
+            path = _package_file("firmware", "defaults/terminal.toml")
+        except _Invalid as exc:
+            raise ConfigError("firmware/defaults/terminal.toml", exc.key, exc.reason) from None
+    path = Path(path)
+    try:
+        text = _read_text(path, MAX_CONFIG_BYTES)
+    except _Invalid as exc:
+        raise ConfigError(str(path), "(file)", exc.reason) from None
+    return parse_config(text, str(path), path.parent)
+
+
+def parse_config(text: str, file: str, base: Path) -> AppConfig:
+    """Check configuration `text`; `file` names it in errors, `base` anchors relative file names."""
+    document = _parse_toml(text, file)
+    try:
+        return _app_config(document, Path(base), Path(file))
+    except _Invalid as exc:
+        raise ConfigError(file, exc.key, exc.reason) from None
+
+
+def load_pin_pad_key(path: Path) -> bytes:
+    """The AES-128 key of a PIN pad key file: TOML with `key_id` and `key` (32 hex digits).
+
+    Errors name the file and the key, never any part of the key's value.
+    """
+    file = str(path)
+    try:
+        text = _read_text(Path(path), MAX_KEY_FILE_BYTES)
+    except _Invalid as exc:
+        raise ConfigError(file, "(file)", exc.reason) from None
+    document = _parse_toml(text, file)
+    try:
+        table = _Table(document, "", ("key_id", "key"))
+        table.get("key_id", _text(max_length=32))
+        return table.get("key", _hex(AES_128_KEY_BYTES))
+    except _Invalid as exc:
+        raise ConfigError(file, exc.key, exc.reason) from None
+
+
+class _Invalid(Exception):
+    """One bad value, before the file name is known to the raiser."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}")
+
+
+_MISSING: Any = object()
+
+
+class _Table:
+    """One TOML table: refuses keys it does not know, then hands out values checked by type."""
+
+    def __init__(self, raw: Any, path: str, keys: Collection[str]) -> None:
+        if not isinstance(raw, dict):
+            raise _Invalid(path, f"must be a table, not {_kind(raw)}")
+        self.raw = raw
+        self.path = path
+        for name in raw:
+            if name not in keys:
+                guess = difflib.get_close_matches(name, list(keys), n=1)
+                hint = f"; did you mean {guess[0]!r}?" if guess else f"; known keys: {', '.join(keys)}"
+                raise _Invalid(self.key(name), "unknown key" + hint)
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{_bare(name)}" if self.path else _bare(name)
+
+    def get(self, name: str, convert: Convert[T], default: T = _MISSING) -> T:
+        if name not in self.raw:
+            if default is _MISSING:
+                raise _Invalid(self.key(name), "missing")
+            return default
+        return convert(self.raw[name], self.key(name))
+
+
+def _bare(name: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted (an empty key stays visible)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, date | time):
+        return "a date or time"
+    return type(value).__name__
+
+
+def _integer(low: int, high: int, *, money: bool = False) -> Convert[int]:
+    def convert(value: Any, key: str) -> int:
+        if isinstance(value, float) and money:
+            raise _Invalid(key, "must be an integer amount in minor units (1050 for 10.50), "
+                                "not a decimal number (ARCHITECTURE principle 10)")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(key, f"must be an integer, not {_kind(value)}")
+        if not low <= value <= high:
+            raise _Invalid(key, f"must be from {low} to {high}")
+        return value
+    return convert
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(key, f"must be true or false, not {_kind(value)}")
+    return value
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(key, f"must be a string, not {_kind(value)}")
+    return value
+
+
+def _text(length: int | None = None, max_length: int = 255) -> Convert[str]:
+    """Printable ASCII (the an/ans formats of Book 3, Annex A), of a fixed or bounded length."""
+    def convert(value: Any, key: str) -> str:
+        text = _string(value, key)
+        if not (text.isascii() and text.isprintable()):
+            raise _Invalid(key, "must hold printable ASCII characters only")
+        if length is not None and len(text) != length:
+            raise _Invalid(key, f"must be {length} characters, not {len(text)}")
+        if length is None and not 1 <= len(text) <= max_length:
+            raise _Invalid(key, f"must be 1 to {max_length} characters")
+        return text
+    return convert
+
+
+def _hex(*lengths: int) -> Convert[bytes]:
+    """Hex digits (whitespace ignored) of one of `lengths` bytes, or of any length when none.
+
+    Reasons never quote the value: a key file goes through here too.
+    """
+    def convert(value: Any, key: str) -> bytes:
+        if not isinstance(value, str):
+            raise _Invalid(key, f"must be a string of hex digits, not {_kind(value)}")
+        compact = "".join(value.split())
+        if len(compact) % 2 or any(c not in "0123456789abcdefABCDEF" for c in compact):
+            raise _Invalid(key, "must be hex digits, two per byte")
+        data = bytes.fromhex(compact)
+        if lengths and len(data) not in lengths:
+            sizes = " or ".join(f"{n} bytes ({2 * n} hex digits)" for n in lengths)
+            raise _Invalid(key, f"must be {sizes}, not {len(data)} bytes")
+        return data
+    return convert
+
+
+def _hex_range(low: int, high: int) -> Convert[bytes]:
+    return _hex(*range(low, high + 1))
+
+
+def _byte(value: Any, key: str) -> int:
+    return _hex(1)(value, key)[0]
+
+
+def _terminal_type(value: Any, key: str) -> int:
+    kind = _byte(value, key)
+    # Book 4, Annex A1: first digit 1-3 (operated by), second 1-6 (attended, online ability).
+    if not (1 <= kind >> 4 <= 3 and 1 <= kind & 0x0F <= 6):
+        raise _Invalid(key, "must be a terminal type of EMV Book 4, Annex A1: 11-16, 21-26 or 31-36")
+    return kind
+
+
+def _dol(value: Any, key: str) -> bytes:
+    data = _hex()(value, key)
+    try:
+        dol.parse(data)
+    except DolError as exc:
+        raise _Invalid(key, f"is not a data object list (Book 3, 5.4): {exc.reason}") from None
+    return data
+
+
+def _digits(low: int, high: int) -> Convert[str]:
+    def convert(value: Any, key: str) -> str:
+        text = _string(value, key)
+        if not low <= len(text) <= high or any(c not in "0123456789" for c in text):
+            raise _Invalid(key, f"must be a string of {low} to {high} decimal digits")
+        return text
+    return convert
+
+
+def _array(item: Convert[T], *, min_items: int = 0) -> Convert[tuple[T, ...]]:
+    def convert(value: Any, key: str) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(key, f"must be an array, not {_kind(value)}")
+        if len(value) < min_items:
+            raise _Invalid(key, f"must list at least {min_items} item(s)")
+        return tuple(item(element, f"{key}[{n}]") for n, element in enumerate(value, start=1))
+    return convert
+
+
+def _tables(document: dict[str, Any], name: str) -> list[Any]:
+    """An array of tables ([[name]]); absent is empty."""
+    value = document.get(name, [])
+    if not isinstance(value, list):
+        raise _Invalid(name, f"must be an array of tables: write [[{name}]], not {_kind(value)}")
+    return value
+
+
+def _kernel_value(build: Callable[[], T], path: str, renames: Mapping[str, str] | None = None) -> T:
+    """Build a kernel_config value; its own checks are reported under the file's key names."""
+    try:
+        return build()
+    except KernelConfigError as exc:
+        name = exc.key.partition(".")[2] or exc.key
+        name = (renames or {}).get(name, name)
+        raise _Invalid(f"{path}.{name}", exc.reason) from None
+
+
+_SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad")
+_TERMINAL_KEYS = (
+    "type", "capabilities", "additional_capabilities", "country", "currency", "currency_exponent",
+    "terminal_id", "merchant_id", "merchant_category", "merchant_name_location", "ifd_serial",
+    "preferred_aids", "pin_pad", "confirm_amount",
+)
+_AID_KEYS = (
+    "aid", "name", "partial_selection", "application_versions", "tac_denial", "tac_online",
+    "tac_default", "floor_limit", "random_selection_threshold", "random_target_percent",
+    "random_max_target_percent", "default_ddol", "default_tdol",
+)
+_FRAUD_KEYS = ("online_above", "decline_above", "online_countries", "decline_countries",
+               "blocked_prefixes")
+
+_country = _integer(1, 999)  # ISO 3166-1 / ISO 4217 numeric, n3
+_amount = _integer(0, MAX_AMOUNT, money=True)
+_aid = _hex_range(5, 16)  # Book 1, 12.2.1: an AID is 5 to 16 bytes
+
+
+def _app_config(document: dict[str, Any], base: Path, source: Path) -> AppConfig:
+    for name in document:
+        if name not in _SECTIONS:
+            guess = difflib.get_close_matches(name, _SECTIONS, n=1)
+            hint = f"; did you mean [{guess[0]}]?" if guess else f"; known sections: {', '.join(_SECTIONS)}"
+            raise _Invalid(_bare(name), "unknown section" + hint)
+    if "terminal" not in document:
+        raise _Invalid("terminal", "missing section [terminal]")
+    terminal = _terminal(document["terminal"])
+    aids = _aids(document)
+    kernel = KernelConfig(
+        terminal=terminal,
+        aids=aids,
+        ca_keys=_ca_keys(document.get("ca_keys", {}), base),
+        revoked=_revoked(document),
+        exception_file=_exceptions(document),
+        fraud=_fraud(document.get("fraud", {})),
+    )
+    for n, aid in enumerate(terminal.preferred_aids, start=1):
+        if kernel.aid_params(aid) is None:
+            raise _Invalid(f"terminal.preferred_aids[{n}]", "is none of the [[aid]] applications")
+    return AppConfig(kernel=kernel, reader=_reader(document.get("reader", {})),
+                     pin_pad=_pin_pad(document.get("pin_pad", {}), base), source=source)
+
+
+def _terminal(raw: Any) -> TerminalConfig:
+    t = _Table(raw, "terminal", _TERMINAL_KEYS)
+    values = {
+        "terminal_type": t.get("type", _terminal_type),
+        "capabilities": t.get("capabilities", _hex(3)),  # 9F33, Book 4 Annex A2
+        "additional_capabilities": t.get("additional_capabilities", _hex(5)),  # 9F40, Annex A3
+        "country": t.get("country", _country),
+        "currency": t.get("currency", _country),
+        "currency_exponent": t.get("currency_exponent", _integer(0, 3)),
+        "terminal_id": t.get("terminal_id", _text(8)),  # 9F1C, an 8
+        "merchant_id": t.get("merchant_id", _text(15)),  # 9F16, ans 15
+        "merchant_category": t.get("merchant_category", _integer(0, 9999)),  # 9F15, n4
+        "ifd_serial": t.get("ifd_serial", _text(8)),  # 9F1E, an 8
+        "merchant_name_location": t.get("merchant_name_location", _text(), ""),  # 9F4E, ans
+        "preferred_aids": t.get("preferred_aids", _array(_aid), ()),
+        "pin_pad": t.get("pin_pad", _boolean, True),
+        "confirm_amount": t.get("confirm_amount", _boolean, True),
+    }
+    return _kernel_value(lambda: TerminalConfig(**values), "terminal", {"terminal_type": "type"})
+
+
+def _aids(document: dict[str, Any]) -> tuple[AidParams, ...]:
+    tables = _tables(document, "aid")
+    if not tables:
+        raise _Invalid("aid", "no [[aid]] table: the terminal would accept no card")
+    seen: dict[bytes, int] = {}
+    aids: list[AidParams] = []
+    for n, raw in enumerate(tables, start=1):
+        path = f"aid[{n}]"
+        t = _Table(raw, path, _AID_KEYS)
+        aid = t.get("aid", _aid)
+        if aid in seen:
+            raise _Invalid(f"{path}.aid", f"the same AID as aid[{seen[aid]}]")
+        seen[aid] = n
+        values = {
+            "aid": aid,
+            "name": t.get("name", _text(max_length=32), ""),
+            "partial_selection": t.get("partial_selection", _boolean, True),
+            "application_versions": t.get("application_versions", _array(_hex(2), min_items=1)),
+            "tac_denial": t.get("tac_denial", _hex(5)),
+            "tac_online": t.get("tac_online", _hex(5)),
+            "tac_default": t.get("tac_default", _hex(5)),
+            "floor_limit": t.get("floor_limit", _amount),
+            "random_selection_threshold": t.get("random_selection_threshold", _amount, 0),
+            "random_target_percent": t.get("random_target_percent", _integer(0, 99), 0),
+            "random_max_target_percent": t.get("random_max_target_percent", _integer(0, 99), 0),
+            "default_ddol": t.get("default_ddol", _dol, bytes.fromhex("9F3704")),
+            "default_tdol": t.get("default_tdol", _dol, b""),
+        }
+        aids.append(_kernel_value(lambda values=values: AidParams(**values), path))
+    return tuple(aids)
+
+
+def _ca_keys(raw: Any, base: Path) -> Mapping[tuple[bytes, int], CaPublicKey]:
+    t = _Table(raw, "ca_keys", ("files",))
+    keys: dict[tuple[bytes, int], CaPublicKey] = {}
+    for n, name in enumerate(t.get("files", _array(_path_text), ()), start=1):
+        key = f"ca_keys.files[{n}]"
+        path = _package_file("sim", "card/ca_keys.toml", key) if name == SIM_CA_KEYS \
+            else _resolve(name, base, key)
+        try:
+            table = load_capks(_read_text(path, MAX_CONFIG_BYTES, key))
+        except CapkError as exc:
+            raise _Invalid(key, f"{path}: {exc}") from None
+        for index, capk in table.items():
+            if index in keys:
+                raise _Invalid(key, f"{path}: CA key {capk.name} is already in an earlier file")
+            keys[index] = capk
+    return MappingProxyType(keys)
+
+
+def _revoked(document: dict[str, Any]) -> frozenset[tuple[bytes, int, bytes]]:
+    entries: set[tuple[bytes, int, bytes]] = set()
+    for n, raw in enumerate(_tables(document, "revoked"), start=1):
+        t = _Table(raw, f"revoked[{n}]", ("rid", "index", "serial"))
+        # Book 2, 5.3 step 10: RID, CA public key index, certificate serial number (3 bytes).
+        entries.add((t.get("rid", _hex(5)), t.get("index", _byte), t.get("serial", _hex(3))))
+    return frozenset(entries)
+
+
+def _exceptions(document: dict[str, Any]) -> tuple[ExceptionEntry, ...]:
+    entries: list[ExceptionEntry] = []
+    for n, raw in enumerate(_tables(document, "exception"), start=1):
+        t = _Table(raw, f"exception[{n}]", ("pan_sha256", "psn"))
+        token = t.get("pan_sha256", _hex(32)).hex()  # emv.sensitive.pan_token: lower-case hex
+        entries.append(ExceptionEntry(pan_sha256=token, psn=t.get("psn", _integer(0, 99), None)))
+    return tuple(entries)
+
+
+def _fraud(raw: Any) -> FraudRules:
+    t = _Table(raw, "fraud", _FRAUD_KEYS)
+    values = {
+        "online_above": t.get("online_above", _amount, None),
+        "decline_above": t.get("decline_above", _amount, None),
+        "online_countries": frozenset(t.get("online_countries", _array(_country), ())),
+        "decline_countries": frozenset(t.get("decline_countries", _array(_country), ())),
+        "blocked_prefixes": t.get("blocked_prefixes", _array(_digits(1, 19)), ()),
+    }
+    return _kernel_value(lambda: FraudRules(**values), "fraud")
+
+
+def _reader(raw: Any) -> ReaderConfig:
+    t = _Table(raw, "reader", ("name",))
+    name = t.get("name", _string, None)
+    if name is not None and not (name.strip() and name.isprintable()):
+        raise _Invalid("reader.name", "must be printable and not blank")
+    return ReaderConfig(name=name)
+
+
+def _pin_pad(raw: Any, base: Path) -> PinPadConfig:
+    t = _Table(raw, "pin_pad", ("key_file", "shuffle"))
+    shuffle = t.get("shuffle", _boolean, False)
+    name = t.get("key_file", _path_text, None)
+    if name is None:
+        return PinPadConfig(key_file=None, shuffle=shuffle)
+    path = _resolve(name, base, "pin_pad.key_file")
+    try:
+        load_pin_pad_key(path)
+    except ConfigError as exc:
+        raise _Invalid("pin_pad.key_file", str(exc)) from None
+    return PinPadConfig(key_file=path, shuffle=shuffle)
+
+
+def _path_text(value: Any, key: str) -> str:
+    text = _string(value, key)
+    if not text.strip() or "\x00" in text:
+        raise _Invalid(key, "must be a file name")
+    return text
+
+
+def _resolve(name: str, base: Path, key: str) -> Path:
+    if name.startswith(SIM_PREFIX):
+        return _package_file("sim", name[len(SIM_PREFIX):], key)
+    path = Path(name)
+    return path if path.is_absolute() else base / path
+
+
+def _package_file(package: str, name: str, key: str = "(file)") -> Path:
+    """A file shipped inside an installed package, as a path on disk."""
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError:
+        raise _Invalid(key, f"the {package!r} package is not installed") from None
+    if not isinstance(root, Path):
+        raise _Invalid(key, f"the {package!r} package is not installed as plain files")
+    return root / name
+
+
+def _read_text(path: Path, limit: int, key: str = "(file)") -> str:
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _Invalid(key, f"cannot read {path}: {reason}") from None
+    if len(data) > limit:
+        raise _Invalid(key, f"{path} is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Invalid(key, f"{path} is not UTF-8 text") from None
+
+
+def _parse_toml(text: str, file: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"at line (\d+)", str(exc))
+        raise ConfigError(file, f"line {line.group(1)}" if line else "(syntax)",
+                          f"not valid TOML: {exc}") from None
