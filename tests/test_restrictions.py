@@ -140,6 +140,9 @@ TABLE_36 = [
     (0x09, 500, FRANCE, 0x00, 0x80, False),
     (0x09, 500, GERMANY, 0x04, 0x40, True),
     (0x09, 500, GERMANY, 0x04, 0x80, False),
+    # type '09' announces a cashback even before its amount is known
+    (0x09, 0, FRANCE, 0x20, 0x00, False),
+    (0x09, 0, FRANCE, 0x20, 0x80, True),
     # a cashback amount makes the cashback check apply whatever the type
     (0x00, 500, GERMANY, 0x10, 0x40, True),
     (0x00, 500, GERMANY, 0x10, 0x00, False),
