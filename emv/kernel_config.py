@@ -38,7 +38,7 @@ class TerminalConfig:
 
     terminal_type: int = 0x22  # 9F35, Book 4 Annex A1: attended, offline with online capability
     capabilities: bytes = bytes.fromhex("E0F8C8")  # 9F33, Book 4 Annex A2
-    additional_capabilities: bytes = bytes.fromhex("F000F0A001")  # 9F40, Book 4 Annex A3
+    additional_capabilities: bytes = bytes.fromhex("6000A0B001")  # 9F40, Book 4 Annex A3: goods, services
     country: int = 250  # 9F1A, ISO 3166-1 numeric
     currency: int = 978  # 5F2A, ISO 4217 numeric
     currency_exponent: int = 2  # 5F36

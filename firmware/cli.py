@@ -8,9 +8,10 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_USAGE, EXIT_READER, EXIT_CARD = 0, 2, 3, 4
+EXIT_OK, EXIT_USAGE, EXIT_READER, EXIT_CARD, EXIT_DECLINED = 0, 2, 3, 4, 5
 
 
 def _card_read(args: argparse.Namespace) -> int:
@@ -47,6 +48,55 @@ def _card_read(args: argparse.Namespace) -> int:
     else:
         print(_card_text(result))
     return EXIT_OK
+
+
+def _sale(args: argparse.Namespace) -> int:
+    from emv.outcome import OutcomeKind
+    from firmware import driver, sale
+    from firmware.config import ConfigError, load_config
+    from firmware.money import MoneyError, currency, parse_amount
+    from firmware.pin_pad import PinPadError
+    from firmware.reader import PcscReader, ReaderError
+    from sim.card.issuer import ScriptedAuthorizer
+
+    try:
+        config = load_config(args.config)
+        if args.currency:
+            config = sale.with_currency(config, *currency(args.currency))
+        terminal = config.kernel.terminal
+        amount = parse_amount(args.amount, terminal.currency_exponent)
+    except ConfigError as exc:
+        return _fail(args, "config", str(exc), EXIT_USAGE)
+    except MoneyError as exc:
+        return _fail(args, "usage", str(exc), EXIT_USAGE)
+    authorizer = None if args.no_host else ScriptedAuthorizer(decline=args.issuer_declines)
+    choice: int | str = int(args.choose) if args.choose.isdigit() else args.choose
+    try:
+        reader = PcscReader()
+        try:
+            name = reader.pick(args.reader or config.reader.name)
+            session = reader.connect_when_ready(name, args.wait)
+            try:
+                fulfil = driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,))
+                result = sale.run_sale(config, amount, fulfil, pin=args.pin, choice=choice,
+                                       authorizer=authorizer,
+                                       interactive=args.pin is None and sale.interactive_console())
+            finally:
+                session.disconnect()
+        finally:
+            reader.close()
+    except ReaderError as exc:
+        return _fail(args, "reader", str(exc), EXIT_READER)
+    except PinPadError as exc:
+        return _fail(args, "pin pad", str(exc), EXIT_USAGE)
+    if args.json:
+        print(json.dumps(sale.as_json(result), indent=2))
+    else:
+        print(sale.as_text(result))
+    kind = result.outcome.kind
+    if kind.approved:
+        return EXIT_OK
+    return EXIT_CARD if kind in (OutcomeKind.TERMINATED, OutcomeKind.TRY_AGAIN) else EXIT_DECLINED
 
 
 def _fail(args: argparse.Namespace, kind: str, message: str, code: int) -> int:
@@ -127,6 +177,27 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                       help="how long to wait for a card (default 10)")
     read.set_defaults(func=_card_read)
+
+    sale = sub.add_parser(
+        "sale", help="a headless test sale on the reader (scripted issuer, simulator test keys)",
+        description="Runs one EMV sale on the inserted card. Until the acquirer link exists, "
+                    "authorizations go to a SCRIPTED issuer that knows only the simulated cards. "
+                    "Exit status: 0 approved, 4 terminated or card error, 5 declined.")
+    sale.add_argument("amount", help="amount in major units, e.g. 12.50")
+    sale.add_argument("--currency", help="ISO 4217 code (EUR, 978); default: the configuration's")
+    sale.add_argument("--pin", help="PIN the cardholder types (default: ask on the console, or "
+                                    "bypass when there is no console)")
+    sale.add_argument("--choose", default="0", metavar="N|AID",
+                      help="application the cardholder picks when asked: index in the list "
+                           "offered (default 0, the merchant's preferred) or AID prefix")
+    sale.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
+    sale.add_argument("--reader", help="reader name (or its beginning)")
+    sale.add_argument("--wait", type=float, default=10.0, metavar="SECONDS")
+    sale.add_argument("--no-host", action="store_true", help="no authorizer: unable to go online")
+    sale.add_argument("--issuer-declines", action="store_true",
+                      help="the scripted issuer declines verified authorizations")
+    sale.add_argument("--json", action="store_true", help="print one JSON object")
+    sale.set_defaults(func=_sale)
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="sim_cmd", required=True)
     sim_card = sim.add_parser("card", help="the software EMV card").add_subparsers(

@@ -19,15 +19,8 @@ from emv.requests import (
     PinStatus,
 )
 from emv.sensitive import Sensitive
+from firmware.money import format_amount
 from firmware.pin_pad import PinPad, PinPadError
-
-
-def format_amount(amount: int, exponent: int) -> str:
-    """Minor units as a decimal string, without floats (ARCHITECTURE principle 10)."""
-    if exponent == 0:
-        return str(amount)
-    units, cents = divmod(amount, 10**exponent)
-    return f"{units}.{cents:0{exponent}d}"
 
 
 def online_entry(pin_pad: PinPad | None, pin: str | None, request: EnterOnlinePin) -> PinEntry:

@@ -10,8 +10,9 @@ TERMINAL_TYPE = bytes.fromhex("22")
 # Book 4, Annex A2: 9F33 manual key entry, magstripe, IC; plaintext/enciphered/online PIN,
 # signature, no CVM; SDA, DDA, card capture off, CDA.
 TERMINAL_CAPABILITIES = bytes.fromhex("E0F8C8")
-# Book 4, Annex A3: 9F40 goods, services, cashback off; numeric keys, command keys; print/display.
-ADDITIONAL_CAPABILITIES = bytes.fromhex("F000F0A001")
+# Book 4, Annex A3: 9F40 goods and services, no cash, no cashback; numeric and command keys;
+# attendant printer, attendant and cardholder displays; code table 1.
+ADDITIONAL_CAPABILITIES = bytes.fromhex("6000A0B001")
 COUNTRY_FRANCE = bytes.fromhex("0250")  # ISO 3166-1 numeric, n3 in 2 bytes
 CURRENCY_EUR = bytes.fromhex("0978")  # ISO 4217 numeric
 

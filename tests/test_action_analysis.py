@@ -166,18 +166,21 @@ class CdaCalls:
         self.calls: list[tuple[int, bool]] = []
 
 
-@pytest.fixture
-def no_cda(monkeypatch: pytest.MonkeyPatch) -> None:
+def use_no_cda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(oda, "cda_requested", lambda ctx: False, raising=False)
 
 
-@pytest.fixture
-def real_cda(monkeypatch: pytest.MonkeyPatch) -> CdaCalls:
-    """CDA asked, and checked by the independent verifier above."""
+def use_cda(monkeypatch: pytest.MonkeyPatch, *, fail_first: bool = False,
+            fail_second: bool = False) -> CdaCalls:
+    """CDA asked, and checked by the independent verifier above; `fail_*` make it report a
+    failure instead, as `oda.verify_cda` does (TVR bit set, False returned)."""
     calls = CdaCalls()
 
     def verify(ctx: Context, template: Sequence[tlv.Tlv], cid: int, *, second: bool) -> bool:
         calls.calls.append((cid, second))
+        if fail_second if second else fail_first:
+            ctx.tvr.set(TVR.CDA_FAILED)
+            return False
         return independent_verify_cda(ctx, template, cid, second=second)
 
     monkeypatch.setattr(oda, "cda_requested", lambda ctx: True, raising=False)
@@ -186,18 +189,18 @@ def real_cda(monkeypatch: pytest.MonkeyPatch) -> CdaCalls:
 
 
 @pytest.fixture
+def no_cda(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_no_cda(monkeypatch)
+
+
+@pytest.fixture
+def real_cda(monkeypatch: pytest.MonkeyPatch) -> CdaCalls:
+    return use_cda(monkeypatch)
+
+
+@pytest.fixture
 def failing_cda(monkeypatch: pytest.MonkeyPatch) -> CdaCalls:
-    """CDA asked, and every signature found bad (as `oda.verify_cda` reports it)."""
-    calls = CdaCalls()
-
-    def verify(ctx: Context, template: Sequence[tlv.Tlv], cid: int, *, second: bool) -> bool:
-        calls.calls.append((cid, second))
-        ctx.tvr.set(TVR.CDA_FAILED)
-        return False
-
-    monkeypatch.setattr(oda, "cda_requested", lambda ctx: True, raising=False)
-    monkeypatch.setattr(oda, "verify_cda", verify, raising=False)
-    return calls
+    return use_cda(monkeypatch, fail_first=True, fail_second=True)
 
 
 # -- parse_generate_ac (Book 3, 6.5.5.4) ---------------------------------------------------------

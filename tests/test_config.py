@@ -105,7 +105,7 @@ def test_default_file_is_the_packaged_one_and_its_values_reach_the_kernel() -> N
     assert (terminal.country, terminal.currency, terminal.currency_exponent) == (250, 978, 2)
     assert terminal.terminal_type == 0x22
     assert terminal.capabilities == b"\xe0\xf8\xc8"
-    assert terminal.additional_capabilities == b"\xf0\x00\xf0\xa0\x01"
+    assert terminal.additional_capabilities == bytes.fromhex("6000A0B001")
     # E0F8C8 (Book 4, Annex A2): every CVM and every ODA method
     assert terminal.supports_enciphered_online_pin and terminal.supports_cda and terminal.supports_dda
     assert not terminal.offline_only and not terminal.online_only

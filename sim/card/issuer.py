@@ -40,6 +40,10 @@ class ScriptedAuthorizer:
     script_id: bytes = bytes.fromhex("00000001")
     seen: list[OnlineRequest] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        return LABEL
+
     def __post_init__(self) -> None:
         names = list(self.profiles) if self.profiles is not None else profile_names()
         self._apps: list[Application] = [app for name in names for app in load_profile(name).applications]
