@@ -260,7 +260,7 @@ def test_get_data_atc_last_online_atc_pin_try_counter() -> None:
     term = Terminal(card)
     term.start()
     data, sw = term.send(apdu(0x80, 0xCA, 0x9F, 0x36))
-    assert sw == 0x9000 and data == bytes.fromhex("9F36020014")  # ATC 20 as personalised
+    assert sw == 0x9000 and data == bytes.fromhex("9F36020015")  # ATC 20 as personalised, +1 at GPO
     data, sw = term.send(apdu(0x80, 0xCA, 0x9F, 0x13))
     assert data == bytes.fromhex("9F13020014")
     data, sw = term.send(apdu(0x80, 0xCA, 0x9F, 0x17))

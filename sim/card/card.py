@@ -450,6 +450,11 @@ class SimCard:
         country = pdol_data.get(0x9F1A)
         if app.gpo_allowed_countries and country not in app.gpo_allowed_countries:
             raise _Status(SW_CONDITIONS)
+        if app_state.atc >= MAX_ATC:
+            raise _Status(SW_CONDITIONS)
+        # The ATC counts transactions from GET PROCESSING OPTIONS on, as VIS and M/Chip cards
+        # do, so GET DATA '9F36' during terminal risk management already sees this one.
+        app_state.atc += 1
         session.gpo_done = True
         session.pdol_values = values
         facts = session.facts
@@ -593,12 +598,9 @@ class SimCard:
             terminal = dict(dol.split(app.cdol1, data))
         except DolError:
             raise _Status(SW_WRONG_LENGTH) from None
-        if app_state.atc >= MAX_ATC:
-            raise _Status(SW_CONDITIONS)
         tx = self._transaction(app, app_state, terminal)
         counters = app_state.counters
         decision = risk.first_ac(requested, app_state.risk, counters, tx)
-        app_state.atc += 1
         facts = session.facts
         facts.first_ac = decision.cryptogram
         facts.limits = frozenset(risk.limits_exceeded(app_state.risk, counters, tx))
