@@ -358,10 +358,12 @@ def generate_ac(ctx: Context, requested: CryptogramType, cdol_values: bytes, *,
             # Book 2, 6.6.2; Book 4, 6.3.2: a TC or ARQC whose CDA fails is declined offline.
             ctx.note(f"{which} GENERATE AC: CDA failed, declined offline")
             return replace(result, cryptogram_type=CryptogramType.AAC)
+        # Book 2, 6.6.2: the cryptogram is the one inside the signature, which `verify_cda` puts
+        # in `ctx.card`.
         recovered = ctx.card.get(0x9F26, b"")
-        if not result.cryptogram and recovered:
+        if recovered != result.cryptogram:
             result = replace(result, cryptogram=recovered, objects={**result.objects, 0x9F26: recovered})
-    elif not result.cryptogram:
+    if not result.cryptogram:
         raise _card_error(f"{which} GENERATE AC: no cryptogram outside a CDA signature")
     return result
 

@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import random
 from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from test_sim_card_support import (
     recover_sdad,
 )
 
+import sim.card
 from emv import apdu, app_data, card_data, dol, oda, selection, tlv
 from emv.action_analysis import (
     AcResult,
@@ -34,6 +36,7 @@ from emv.action_analysis import (
     terminal_action_analysis,
 )
 from emv.apdu import Command, CryptogramType, Response
+from emv.capk import load_capks
 from emv.context import TSI, TVR, Context, Transaction
 from emv.kernel_config import AidParams, KernelConfig, TerminalConfig
 from emv.outcome import Terminate
@@ -97,10 +100,13 @@ def drive(generator: Generator[Any, Any, Any], link: Link) -> Any:
         return stop.value
 
 
+CA_KEYS = load_capks((Path(sim.card.__file__).parent / "ca_keys.toml").read_text())
+
+
 def make_context(*, terminal: TerminalConfig = ONLINE_TERMINAL, params: AidParams | None = None,
                  amount: int = 1000, force_online: bool = False) -> Context:
     params = params if params is not None else AidParams(aid=AID)
-    ctx = Context(config=KernelConfig(terminal=terminal, aids=(params,)),
+    ctx = Context(config=KernelConfig(terminal=terminal, aids=(params,), ca_keys=CA_KEYS),
                   transaction=Transaction(amount=amount, when=WHEN, force_online=force_online),
                   rng=random.Random(3).randbytes)
     ctx.aid_params = params
@@ -109,9 +115,10 @@ def make_context(*, terminal: TerminalConfig = ONLINE_TERMINAL, params: AidParam
 
 
 def prepare(name: str, *, terminal: TerminalConfig = ONLINE_TERMINAL, tacs: dict[str, bytes] | None = None,
-            amount: int = 1000) -> tuple[Context, Link, SimCard]:
+            amount: int = 1000, with_oda: bool = False) -> tuple[Context, Link, SimCard]:
     """SELECT, GET PROCESSING OPTIONS and READ RECORD on a simulated card: the context as the
-    kernel leaves it before terminal action analysis (ODA records and the AIP included)."""
+    kernel leaves it before terminal action analysis (ODA records and the AIP included); with
+    `with_oda`, `emv.oda.offline_data_authentication` has run too."""
     profile = load_profile(name)
     app = profile.applications[0]
     card = SimCard(profile, rng=random.Random(1), today=WHEN.date)
@@ -134,6 +141,8 @@ def prepare(name: str, *, terminal: TerminalConfig = ONLINE_TERMINAL, tacs: dict
     ctx.oda_data += records.oda
     if ctx.card.get(0x9F4A) == b"\x82":  # Book 3, 10.3: the AIP is signed too
         ctx.oda_data += options.aip
+    if with_oda:
+        drive(oda.offline_data_authentication(ctx), link)
     return ctx, link, card
 
 
@@ -578,3 +587,13 @@ def test_failed_cda_on_an_arqc_declines_offline(failing_cda: CdaCalls) -> None:
     assert result.cryptogram_type == CryptogramType.AAC and result.cid == 0x80
     assert ctx.tvr.is_set(TVR.CDA_FAILED) and ctx.authorisation_response_code == b"Z1"
     assert len(link.commands(0xAE)) == 1  # no second GENERATE AC
+
+
+def test_with_the_kernel_oda_step_cda_is_asked_and_checked() -> None:
+    ctx, link, _card = prepare("visa_cda_online", with_oda=True)
+    assert ctx.oda_method == "cda"
+    ctx.tvr.set(TVR.FLOOR_LIMIT_EXCEEDED)
+    result = drive(first_generate_ac(ctx), link)
+    assert link.commands(0xAE)[0].p1 == 0x90
+    assert result.name == "ARQC" and result.cda_signed and len(result.cryptogram) == 8
+    assert not ctx.tvr.is_set(TVR.CDA_FAILED) and ctx.tsi.is_set(TSI.ODA_PERFORMED)

@@ -196,6 +196,18 @@ def test_failed_cda_on_the_second_cryptogram_declines(monkeypatch: pytest.Monkey
     assert ctx.tvr.is_set(TVR.CDA_FAILED)
 
 
+@pytest.mark.parametrize("name", ["visa_cda_online", "mastercard_cda"])
+def test_whole_online_completion_with_the_kernel_oda_step(name: str) -> None:
+    ctx, link, card = prepare(name, with_oda=True)
+    ctx.tvr.set(TVR.FLOOR_LIMIT_EXCEEDED)
+    first = drive(first_generate_ac(ctx), link)
+    assert first.name == "ARQC" and first.cda_signed
+    final = drive(complete_online(ctx, first, approval(issuer_auth_data(app_of(card), first))), link)
+    assert [command.p1 for command in link.commands(INS_GENERATE_AC)] == [0x90, 0x50]
+    assert final.name == "TC" and final.cda_signed and len(final.cryptogram) == 8
+    assert not ctx.tvr.is_set(TVR.CDA_FAILED) and not ctx.tvr.is_set(TVR.ISSUER_AUTHENTICATION_FAILED)
+
+
 # -- unable to go online (Book 3, 10.7 last step; 8A 'Y3' / 'Z3') -------------------------------------
 
 
