@@ -280,7 +280,8 @@ def _go_online(ctx: Context, progress: _Progress, first: action_analysis.AcResul
         progress.final = final
         if final.cryptogram_type == CryptogramType.TC:
             return _outcome(ctx, progress, OutcomeKind.APPROVED_UNABLE_ONLINE)
-        return _outcome(ctx, progress, OutcomeKind.DECLINED_UNABLE_ONLINE, _decline_reason(ctx))
+        return _outcome(ctx, progress, OutcomeKind.DECLINED_UNABLE_ONLINE,
+                        _decline_reason(ctx, unable_online=True))
     final = yield from completion.complete_online(ctx, first, response)
     progress.final = final
     if response.approved and final.cryptogram_type == CryptogramType.TC:
@@ -289,21 +290,30 @@ def _go_online(ctx: Context, progress: _Progress, first: action_analysis.AcResul
     return _outcome(ctx, progress, OutcomeKind.DECLINED_ONLINE, reason)
 
 
-def _decline_reason(ctx: Context) -> str:
+def _decline_reason(ctx: Context, *, unable_online: bool = False) -> str:
+    """Why the sale was declined: the merchant's rule, the TVR bit that matched a Denial code
+    (or, unable to go online, a Default code: Book 3, 10.7), a failed CDA, else the card."""
     if ctx.merchant_decline:
         return ctx.merchant_decline
-    params = ctx.aid_params
-    denial = bytearray(ctx.card.get(0x9F0E, bytes(5)).ljust(5, b"\0")[:5])
-    if params is not None:
-        denial = bytearray(a | b for a, b in zip(denial, params.tac_denial, strict=True))
-    default = bytearray(ctx.card.get(0x9F0D, bytes(5)).ljust(5, b"\0")[:5])
-    if params is not None:
-        default = bytearray(a | b for a, b in zip(default, params.tac_default, strict=True))
-    for mask in (denial, default):
+    masks = [_action_code(ctx, 0x9F0E, "tac_denial")]
+    if unable_online:
+        masks.append(_action_code(ctx, 0x9F0D, "tac_default"))
+    for mask in masks:
         for bit, reason in _DENIAL_REASONS:
             if ctx.tvr.is_set(bit) and mask[bit[0]] & bit[1]:
                 return reason
+    if ctx.tvr.is_set(TVR.CDA_FAILED):
+        return "cda_failed"
     return "card_declines"
+
+
+def _action_code(ctx: Context, iac_tag: int, tac_name: str) -> bytes:
+    """IAC | TAC of one kind; a malformed IAC ended the transaction in action analysis."""
+    iac = ctx.card.get(iac_tag, bytes(5))
+    tac = getattr(ctx.aid_params, tac_name, bytes(5)) if ctx.aid_params else bytes(5)
+    if len(iac) != 5:
+        iac = bytes(5)
+    return bytes(a | b for a, b in zip(iac, tac, strict=True))
 
 
 # --- The outcome -----------------------------------------------------------------------
