@@ -124,7 +124,9 @@ def _run(ctx: Context, progress: _Progress) -> Generator[Request, Any, Outcome]:
     if first.cryptogram_type == CryptogramType.TC:
         return _outcome(ctx, progress, OutcomeKind.APPROVED_OFFLINE)
     if first.cryptogram_type == CryptogramType.AAC:
-        return _outcome(ctx, progress, OutcomeKind.DECLINED_OFFLINE, _decline_reason(ctx))
+        # An offline-only terminal decided with the Default codes (Book 3, 10.7).
+        reason = _decline_reason(ctx, default_codes=ctx.config.terminal.offline_only)
+        return _outcome(ctx, progress, OutcomeKind.DECLINED_OFFLINE, reason)
     return (yield from _go_online(ctx, progress, first))
 
 
@@ -281,7 +283,7 @@ def _go_online(ctx: Context, progress: _Progress, first: action_analysis.AcResul
         if final.cryptogram_type == CryptogramType.TC:
             return _outcome(ctx, progress, OutcomeKind.APPROVED_UNABLE_ONLINE)
         return _outcome(ctx, progress, OutcomeKind.DECLINED_UNABLE_ONLINE,
-                        _decline_reason(ctx, unable_online=True))
+                        _decline_reason(ctx, default_codes=True))
     final = yield from completion.complete_online(ctx, first, response)
     progress.final = final
     if response.approved and final.cryptogram_type == CryptogramType.TC:
@@ -290,13 +292,13 @@ def _go_online(ctx: Context, progress: _Progress, first: action_analysis.AcResul
     return _outcome(ctx, progress, OutcomeKind.DECLINED_ONLINE, reason)
 
 
-def _decline_reason(ctx: Context, *, unable_online: bool = False) -> str:
+def _decline_reason(ctx: Context, *, default_codes: bool = False) -> str:
     """Why the sale was declined: the merchant's rule, the TVR bit that matched a Denial code
     (or, unable to go online, a Default code: Book 3, 10.7), a failed CDA, else the card."""
     if ctx.merchant_decline:
         return ctx.merchant_decline
     masks = [_action_code(ctx, 0x9F0E, "tac_denial")]
-    if unable_online:
+    if default_codes:
         masks.append(_action_code(ctx, 0x9F0D, "tac_default"))
     for mask in masks:
         for bit, reason in _DENIAL_REASONS:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from sim import pcscd
 from sim.vpcd import VirtualCardLink
+
+TPE = [sys.executable, "-m", "firmware.cli"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +52,43 @@ def serve_card(pcscd_daemon: pcscd.PrivatePcscd) -> Iterator[Callable[..., Virtu
     yield insert
     for link in links:
         link.remove()
+
+
+class Server:
+    """`tpe sim card serve` as a child process, stopped by its own PID."""
+
+    def __init__(self, daemon: pcscd.PrivatePcscd, profile: str, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [*TPE, "sim", "card", "serve", "--profile", profile, "--port", str(daemon.vpcd_port), *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.banner = self.readline()
+
+    def readline(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def command(self, line: str) -> str:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.readline()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def server(pcscd_daemon: pcscd.PrivatePcscd) -> Iterator[Callable[..., Server]]:
+    """`tpe sim card serve` child processes, each stopped by its own PID after the test."""
+    started: list[Server] = []
+
+    def start(profile: str, *extra: str) -> Server:
+        s = Server(pcscd_daemon, profile, *extra)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
