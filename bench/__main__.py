@@ -60,6 +60,85 @@ def bench_inprocess(results: dict[str, float]) -> None:
     results["card_read_inprocess_ms_median"] = round(statistics.median(times), 3)
 
 
+def _minimum_commands(profile: str) -> int:
+    """What Book 1, 12 and Book 3, 10 require for an online sale with this card: SELECT PSE,
+    the directory records and the READ RECORD that ends them, final SELECT, GPO, the AFL's
+    records, GENERATE AC, EXTERNAL AUTHENTICATE unless CDOL2 carries '91', GENERATE AC."""
+    from emv import card_data, dol
+    from sim.card.profile import load_profile
+
+    loaded = load_profile(profile)
+    app = loaded.applications[0]
+    records = sum(e.last - e.first + 1 for e in card_data.parse_afl(app.image.afl))
+    directory = len(loaded.applications) + 1
+    external = 0 if any(e.tag == 0x91 for e in dol.parse(app.cdol2)) else 1
+    return 1 + directory + 1 + 1 + records + 1 + external + 1
+
+
+def bench_kernel(results: dict[str, float]) -> None:
+    """Terminal CPU per whole sale, the simulated card's and the scripted issuer's time apart."""
+    from firmware import driver
+    from firmware.config import load_config
+    from firmware.prompts import ScriptedPrompt
+    from firmware.sale import pin_pad_of
+    from sim.card.issuer import ScriptedAuthorizer
+    from sim.inprocess import fresh_card, transact
+
+    config = load_config()
+    pad = pin_pad_of(config)
+
+    def measure(profile: str, amount: int, runs: int) -> tuple[list[float], list[float], int, str]:
+        issuer = ScriptedAuthorizer(profiles=[profile])
+        terminal_ms, card_ms = [], []
+        apdus, kind = 0, ""
+        for seed in range(runs):
+            card = fresh_card(profile, seed)
+            spent = [0]
+            inner = driver.card_sender(card.process, card.protocol)
+
+            def timed_card(request, inner=inner, spent=spent):  # type: ignore[no-untyped-def]
+                started = time.thread_time_ns()
+                try:
+                    return inner(request)
+                finally:
+                    spent[0] += time.thread_time_ns() - started
+
+            class TimedIssuer:
+                label = issuer.label
+
+                def authorize(self, request, spent=spent):  # type: ignore[no-untyped-def]
+                    started = time.thread_time_ns()
+                    try:
+                        return issuer.authorize(request)
+                    finally:
+                        spent[0] += time.thread_time_ns() - started
+
+            prompt = ScriptedPrompt(pin="1234", pin_pad=pad)
+            started = time.thread_time_ns()
+            run = transact(card, config.kernel, amount, prompt=prompt, authorizer=TimedIssuer(),
+                           fulfil=timed_card, seed=seed)
+            total = time.thread_time_ns() - started
+            terminal_ms.append((total - spent[0]) / 1e6)
+            card_ms.append(spent[0] / 1e6)
+            apdus, kind = run.apdus, run.outcome.kind.value
+        return terminal_ms, card_ms, apdus, kind
+
+    measure("visa_cda_online", 10000, 5)  # warm caches (profiles, CA keys, imports)
+    terminal_ms, card_ms, apdus, kind = measure("visa_cda_online", 10000, 200)
+    if kind != "approved_online":
+        raise RuntimeError(f"online CDA sale ended {kind}")
+    results["kernel_online_cda_terminal_cpu_ms_median"] = round(statistics.median(terminal_ms), 3)
+    results["kernel_online_cda_terminal_cpu_ms_p95"] = round(sorted(terminal_ms)[189], 3)
+    results["kernel_online_cda_card_and_issuer_cpu_ms_median"] = round(statistics.median(card_ms), 3)
+    results["kernel_online_cda_apdus"] = apdus
+    results["kernel_online_cda_apdus_minimum"] = _minimum_commands("visa_cda_online")
+    terminal_ms, _, apdus, kind = measure("offline_approving", 1000, 100)
+    if kind != "approved_offline":
+        raise RuntimeError(f"offline DDA sale ended {kind}")
+    results["kernel_offline_dda_terminal_cpu_ms_median"] = round(statistics.median(terminal_ms), 3)
+    results["kernel_offline_dda_apdus"] = apdus
+
+
 def bench_pcscd(results: dict[str, float]) -> None:
     from sim import pcscd
 
@@ -99,6 +178,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", message=".*TripleDES.*")
     results: dict[str, float] = {}
     bench_inprocess(results)
+    bench_kernel(results)
     bench_pcscd(results)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(results.items()):
