@@ -386,8 +386,8 @@ def _text(value: bytes | None) -> str | None:
 
 
 def _oda_result(ctx: Context) -> str:
-    if ctx.oda_method is None:
-        return "none"
+    if ctx.oda_method is None or not ctx.tsi.is_set(TSI.ODA_PERFORMED):
+        return "none"  # not selected, or CDA with an AAC, which carries no signature
     failed = (TVR.SDA_FAILED, TVR.DDA_FAILED, TVR.CDA_FAILED)
     return "failed" if any(ctx.tvr.is_set(bit) for bit in failed) else ctx.oda_method
 
