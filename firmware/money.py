@@ -42,12 +42,21 @@ def parse_amount(text: str, exponent: int) -> int:
         raise MoneyError(f"{text!r} is not an amount") from None
     if not value.is_finite() or value < 0:
         raise MoneyError(f"{text!r} is not a positive amount")
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    # Exact digits, never through a decimal context: its 28-digit precision would round away
+    # extra decimals, and its Emax/Etiny would overflow ("1e999999") or flush to zero ("1e-1000030").
+    _sign, digits, power = value.as_tuple()
+    if not any(digits):
+        return 0
+    shift = int(power) + exponent  # minor units = digits * 10**shift
+    whole = len(digits) + shift  # digits left of the point in minor units (the first is not 0)
+    if whole > len(str(MAX_AMOUNT)):
+        raise MoneyError(f"{text!r} is too large")
+    if shift < 0 and any(digits[max(whole, 0):]):
         raise MoneyError(f"{text!r} has more than {exponent} decimals")
+    minor = int("".join(map(str, digits[:whole])) + "0" * max(shift, 0))
     if minor > MAX_AMOUNT:
         raise MoneyError(f"{text!r} is too large")
-    return int(minor)
+    return minor
 
 
 def format_amount(amount: int, exponent: int) -> str:
