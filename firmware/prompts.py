@@ -56,7 +56,7 @@ class ScriptedPrompt:
         aids = tuple(c.aid.hex().upper() for c in request.candidates)
         self.offered.append(aids)
         if isinstance(self.choice, int):
-            return self.choice if self.choice < len(aids) else None
+            return self.choice if 0 <= self.choice < len(aids) else None
         for index, aid in enumerate(aids):
             if aid.startswith(self.choice.upper()):
                 return index
@@ -99,7 +99,8 @@ class ConsolePrompt:
             name = candidate.preferred_name or candidate.label or candidate.aid.hex().upper()
             self.say(f"  {number}. {name}")
         answer = self.ask("Application (number, empty to cancel): ").strip()
-        if not answer.isdigit() or not 1 <= int(answer) <= len(request.candidates):
+        # isdigit() alone lets '²' through, which int() refuses.
+        if not (answer.isascii() and answer.isdigit()) or not 1 <= int(answer) <= len(request.candidates):
             return None
         return int(answer) - 1
 
