@@ -15,7 +15,8 @@ reason; nothing is half loaded. Sections and keys:
                      random_selection_threshold (minor units), random_target_percent,
                      random_max_target_percent, default_ddol, default_tdol (hex DOLs)
     [ca_keys]        files: CA public key tables in the `emv.capk.load_capks` format; "sim" is
-                     the card simulator's TEST keys
+                     the card simulator's TEST keys, "scheme-test" the Visa and Mastercard
+                     PUBLIC TEST keys for pre-production (firmware/defaults/ca_keys_scheme_test.toml)
     [[revoked]]      rid, index (2 hex digits), serial (6 hex digits): revoked issuer certificates
     [[exception]]    pan_sha256 (`emv.sensitive.pan_token` of the PAN), psn (optional integer)
     [fraud]          online_above, decline_above (minor units), online_countries,
@@ -60,6 +61,12 @@ MAX_CONFIG_BYTES = 1 << 20  # a configuration or CA key file; anything larger is
 MAX_KEY_FILE_BYTES = 1 << 12
 SIM_PREFIX = "sim:"  # a file of the installed `sim` package
 SIM_CA_KEYS = "sim"  # [ca_keys] files entry: the card simulator's TEST CA keys
+SCHEME_TEST_CA_KEYS = "scheme-test"  # [ca_keys] files entry: the schemes' public TEST CA keys
+# [ca_keys] files entries that name a packaged table: (package, file inside it)
+_PACKAGED_CA_KEYS: dict[str, tuple[str, str]] = {
+    SIM_CA_KEYS: ("sim", "card/ca_keys.toml"),
+    SCHEME_TEST_CA_KEYS: ("firmware", "defaults/ca_keys_scheme_test.toml"),
+}
 MAX_AMOUNT = 10**12 - 1  # n12 amounts (Book 3, Annex A: 9F02, 9F1B)
 AES_128_KEY_BYTES = 16
 
@@ -422,8 +429,8 @@ def _ca_keys(raw: Any, base: Path) -> Mapping[tuple[bytes, int], CaPublicKey]:
     keys: dict[tuple[bytes, int], CaPublicKey] = {}
     for n, name in enumerate(t.get("files", _array(_path_text), ()), start=1):
         key = f"ca_keys.files[{n}]"
-        path = _package_file("sim", "card/ca_keys.toml", key) if name == SIM_CA_KEYS \
-            else _resolve(name, base, key)
+        packaged = _PACKAGED_CA_KEYS.get(name)
+        path = _package_file(*packaged, key) if packaged else _resolve(name, base, key)
         try:
             table = load_capks(_read_text(path, MAX_CONFIG_BYTES, key))
         except CapkError as exc:

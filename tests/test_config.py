@@ -27,6 +27,7 @@ from firmware.config import (
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "firmware" / "defaults" / "terminal.toml"
 SIM_CA_KEYS = ROOT / "sim" / "card" / "ca_keys.toml"
+SCHEME_TEST_CA_KEYS = ROOT / "firmware" / "defaults" / "ca_keys_scheme_test.toml"
 PIN_PAD_TEST_KEY = ROOT / "sim" / "host" / "pin_pad_test_key.toml"
 
 
@@ -199,6 +200,30 @@ def test_sim_prefix_names_a_file_of_the_sim_package() -> None:
 def test_same_ca_key_in_two_files_is_refused() -> None:
     document = minimal()
     document["ca_keys"] = {"files": ["sim", "sim:card/ca_keys.toml"]}
+    error = error_of(document)
+    assert error.key == "ca_keys.files[2]" and "earlier file" in error.reason
+
+
+def test_scheme_test_names_the_packaged_scheme_test_keys(tmp_path: Path) -> None:
+    document = minimal()
+    document["ca_keys"] = {"files": ["scheme-test"]}
+    (tmp_path / "scheme-test").write_text("not a key table")  # the name is not a file name
+    keys = dict(parse(document, tmp_path).kernel.ca_keys)
+    assert keys == load_capks(SCHEME_TEST_CA_KEYS.read_text())
+    assert {rid.hex().upper() for rid, _ in keys} == {"A000000003", "A000000004"}
+
+
+def test_scheme_test_keys_sit_beside_the_simulator_keys() -> None:
+    document = minimal()
+    document["ca_keys"] = {"files": ["sim", "scheme-test"]}
+    sim, scheme = load_capks(SIM_CA_KEYS.read_text()), load_capks(SCHEME_TEST_CA_KEYS.read_text())
+    assert dict(parse(document).kernel.ca_keys) == sim | scheme
+    assert len(sim | scheme) == len(sim) + len(scheme)
+
+
+def test_scheme_test_named_twice_is_refused() -> None:
+    document = minimal()
+    document["ca_keys"] = {"files": ["scheme-test", "scheme-test"]}
     error = error_of(document)
     assert error.key == "ca_keys.files[2]" and "earlier file" in error.reason
 
@@ -399,7 +424,7 @@ _scalars = st.one_of(
     st.text(max_size=12),
     st.binary(max_size=17).map(lambda data: data.hex().upper()),
     st.sampled_from(["sim", "22", "A0000000031010", "sim:host/pin_pad_test_key.toml", ".", "",
-                     "sim:", "sim:card", "9F3704", "0096"]),
+                     "sim:", "sim:card", "9F3704", "0096", "scheme-test"]),
     st.dates(),
 )
 _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
