@@ -26,6 +26,14 @@ LABEL = "SCRIPTED AUTHORIZER (simulated issuer, test keys) - not a real acquirer
 APPROVED = b"00"
 DECLINED = b"05"  # ISO 8583 field 39: do not honour
 
+# The data the ARQC covers, with their lengths (EMV 4.4 Book 3, Annex A); any other length is
+# a format error, never handed to the key derivation.
+_FIELD_55_LENGTHS: dict[int, range] = {
+    0x9F26: range(8, 9), 0x9F36: range(2, 3), 0x9F10: range(1, 33), 0x82: range(2, 3),
+    0x9F02: range(6, 7), 0x9F03: range(6, 7), 0x9F1A: range(2, 3), 0x95: range(5, 6),
+    0x5F2A: range(2, 3), 0x9A: range(3, 4), 0x9C: range(1, 2), 0x9F37: range(4, 5),
+}
+
 
 @dataclass
 class ScriptedAuthorizer:
@@ -68,8 +76,7 @@ class ScriptedAuthorizer:
         except EmvError:
             return OnlineResponse(HostStatus.RESPONDED, approved=False, response_code=b"30")  # format error
         crypto = CardCrypto(app)
-        needed = (0x9F26, 0x9F36, 0x9F10, 0x82, 0x9F02, 0x9F03, 0x9F1A, 0x95, 0x5F2A, 0x9A, 0x9C, 0x9F37)
-        if any(tag not in data for tag in needed):
+        if any(len(data.get(tag, b"")) not in lengths for tag, lengths in _FIELD_55_LENGTHS.items()):
             return OnlineResponse(HostStatus.RESPONDED, approved=False, response_code=b"30")
         arqc, atc = data[0x9F26], data[0x9F36]
         expected = crypto.application_cryptogram(data, data[0x82], atc, data[0x9F10])
