@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from firmware.config import AppConfig, load_pin_pad_key
 from firmware.money import alpha, format_amount
 from firmware.pin_pad import PinPad
 from firmware.prompts import ConsolePrompt, ScriptedPrompt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +65,11 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
     send, count = counting(fulfil)
     txn = Transaction(amount=amount, when=when or datetime.datetime.now())
     outcome = driver.run(kernel.transaction(config.kernel, txn, rng=rng), send, prompt, authorizer)
+    for event in outcome.events:  # kernel decisions: no card data (emv.context.Context.note)
+        log.info("kernel: %s", event)
+    log.info("sale: %s%s, %s APDUs, TVR %s, TSI %s", outcome.kind.value,
+             f" ({outcome.reason})" if outcome.reason else "", count[0], outcome.tvr.hex().upper(),
+             outcome.tsi.hex().upper())
     label = getattr(authorizer, "label", None) if authorizer is not None else None
     return SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])))
 
