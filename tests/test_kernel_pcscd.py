@@ -38,8 +38,9 @@ def test_scenario_through_pcscd(pcscd_daemon, serve_card, case: Case) -> None:
     check(case, run, prompt)
 
 
-def sale(daemon: pcscd.PrivatePcscd, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TPE, "sale", *args], env=daemon.client_env(), cwd=ROOT,
+def sale(daemon: pcscd.PrivatePcscd, *args: str,
+         verbose: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TPE, *verbose, "sale", *args], env=daemon.client_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
@@ -56,6 +57,17 @@ def test_tpe_sale_approved_online_with_scripted_issuer(pcscd_daemon, server) -> 
     pan = load_profile("visa_cda_online").applications[0].pan
     assert pan not in result.stdout + result.stderr
     assert out["pan_masked"] == pan[:6] + "******" + pan[-4:]
+
+
+def test_tpe_sale_logs_decisions_but_no_card_data(pcscd_daemon, server) -> None:
+    server("dda_offline_pin")
+    result = sale(pcscd_daemon, "80.00", "--pin", "1234", verbose=("-vv",))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kernel: selected A0000000031010" in result.stderr
+    assert "APDU VERIFY" in result.stderr and "sale: approved_online" in result.stderr
+    app = load_profile("dda_offline_pin").applications[0]
+    for secret in (app.pan, app.pan[-10:], "241234FF"):  # PAN, its tail, the plaintext PIN block
+        assert secret not in result.stdout + result.stderr
 
 
 def test_tpe_sale_text_output_says_who_authorized(pcscd_daemon, server) -> None:
