@@ -54,6 +54,11 @@ SW_CONDITIONS_NOT_SATISFIED = 0x6985  # Book 3, 10.1: the application does not a
 # Book 3, 10.2 (Table 28): the data objects every application must give.
 MANDATORY = {0x5F24: "Application Expiration Date", 0x5A: "PAN", 0x8C: "CDOL1", 0x8D: "CDOL2"}
 
+# Book 1, 11.3.4: the DF Name comes with the FCI of the application selected. A second one in the
+# GPO answer or a record is redundant (Book 3, 10.2) and would rename the AID sent to the host and
+# the RID of the CA keys (Book 2, 5.2).
+DF_NAME = 0x84
+
 # Why a sale was declined offline, by the TVR bit that matched a Denial action code.
 _DENIAL_REASONS: tuple[tuple[tuple[int, int], str], ...] = (
     (TVR.EXCEPTION_FILE, "exception_file"),
@@ -172,6 +177,8 @@ def _select_and_initiate(ctx: Context) -> Generator[Request, Any, app_data.Proce
             ctx.afl = card_data.parse_afl(options.afl)
         except EmvError as exc:
             raise Terminate("card_error", str(exc)) from exc
+        if any(tag == DF_NAME for tag, _ in options.objects):
+            raise Terminate("card_error", "GET PROCESSING OPTIONS answer repeats the DF Name (84)")
         for tag, value in options.objects:
             ctx.card[tag] = value
         ctx.note(f"selected {fci.df_name.hex().upper()} ({params.name or scheme_of(fci.df_name)})")
@@ -243,9 +250,9 @@ def _read_application_data(ctx: Context, options: app_data.ProcessingOptions,
         records = yield from app_data.read_records(ctx.afl)
     except app_data.AppDataError as exc:
         raise Terminate("card_error", str(exc)) from exc
-    # Records may repeat what the FCI said (label, language); the GPO answer and the records
-    # together must not repeat a primitive data object (Book 3, 10.2).
-    seen = {tag for tag, _ in options.objects}
+    # Records may repeat what the FCI said (label, language), never its DF Name; the GPO answer
+    # and the records together must not repeat a primitive data object (Book 3, 10.2).
+    seen = {tag for tag, _ in options.objects} | {DF_NAME}
     for tag, value in records.data:
         if tag in seen:
             raise Terminate("card_error", f"data object {tag:X} appears twice")

@@ -731,3 +731,14 @@ def test_a_damaged_answer_always_ends_in_an_outcome(scenario: tuple[str, int, st
         assert damaged.generate_ac and real_cid(damaged.generate_ac[-1]) & 0xC0 == 0x40
     if outcome.pan is not None and len(outcome.pan.reveal()) >= 12:
         assert outcome.pan.reveal() not in json.dumps(outcome.summary()) + repr(outcome)
+
+
+@pytest.mark.parametrize("where", [record(1, 2), {"ins": GPO}], ids=["record", "GPO answer"])
+def test_the_card_cannot_rename_the_selected_application(where: dict[str, Any]) -> None:
+    """Book 1, 11.3.4: the DF Name ('84') comes with the FCI of the application the terminal
+    selected. Another one later is a redundant data object (Book 3, 10.2); taken in, it would name
+    another AID to the host and another RID for the CA keys (Book 2, 5.2)."""
+    done = sale(CDA, 10000, tamper={**where, "rewrite": with_extra(0x84, bytes.fromhex("A0000000041010"))})
+    assert (done.outcome.kind, done.outcome.reason) == (OutcomeKind.TERMINATED, "card_error")
+    assert done.outcome.aid == bytes.fromhex("A0000000031010")
+    assert "GENERATE AC" not in done.commands
