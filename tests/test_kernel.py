@@ -742,3 +742,26 @@ def test_the_card_cannot_rename_the_selected_application(where: dict[str, Any]) 
     assert (done.outcome.kind, done.outcome.reason) == (OutcomeKind.TERMINATED, "card_error")
     assert done.outcome.aid == bytes.fromhex("A0000000031010")
     assert "GENERATE AC" not in done.commands
+
+
+SCRIPTED = "issuer_scripts"  # Mastercard CDA card taking issuer scripts
+
+
+@pytest.mark.xfail(strict=True, reason="completion.complete_online hands the final AC back only after the "
+                   "'72' scripts: a card gone during them loses the TC")
+def test_a_card_pulled_during_a_script_after_the_final_tc_keeps_the_approval() -> None:
+    """Book 3, 10.10: scripts '72' run after the final GENERATE AC; the card's TC and the issuer's
+    approval stand, the script fails (TVR byte 5 b5), as when the card answers it with an error."""
+
+    def issuer() -> ScriptedAuthorizer:
+        return ScriptedAuthorizer(profiles=[SCRIPTED], put_data={0x9F14: b"\x03"})
+
+    complete = sale(SCRIPTED, 10000, authorizer=issuer()).commands
+    assert complete[-2:] == ["GENERATE AC", "PUT DATA"]
+    refused = sale(SCRIPTED, 10000, authorizer=issuer(), tamper={"ins": 0xDA, "rewrite": status_word(0x6A88)})
+    assert refused.outcome.kind == OutcomeKind.APPROVED_ONLINE
+    assert "SCRIPT_FAILED_AFTER_FINAL_AC" in tvr_names(refused.outcome.tvr)
+    gone = pulled_at(fresh_card(SCRIPTED), len(complete) - 1)
+    pulled = sale(SCRIPTED, 10000, authorizer=issuer(), fulfil=gone)
+    assert (pulled.outcome.kind, pulled.outcome.cryptogram_type) == (OutcomeKind.APPROVED_ONLINE, "TC")
+    assert "SCRIPT_FAILED_AFTER_FINAL_AC" in tvr_names(pulled.outcome.tvr)
