@@ -86,10 +86,11 @@ def read_records(afl: Sequence[card_data.AflEntry]) -> Generator[Transmit, Respo
             try:
                 objects = tlv.decode(response.data)
             except EmvError as exc:
-                if entry.sfi > 10 and for_oda:
-                    records.oda_invalid = True
-                    continue
-                raise AppDataError("read record", f"{where}: {exc}") from exc
+                if entry.sfi <= 10:
+                    raise AppDataError("read record", f"{where}: {exc}") from exc
+                # SFI 11-30 records are the issuer's own format (Book 3, 10.2); only ODA cares.
+                records.oda_invalid = records.oda_invalid or for_oda
+                continue
             is_template = (len(objects) == 1 and objects[0].tag == 0x70
                            and objects[0].children is not None)
             if not is_template:

@@ -15,7 +15,7 @@ from emv import apdu, dol, tlv
 from emv.action_analysis import AcResult, cdol_data, default_action_analysis, denial_match, generate_ac
 from emv.apdu import CryptogramType, Response
 from emv.context import TSI, TVR, Context
-from emv.errors import ApduError, DolError, TlvError
+from emv.errors import ApduError, DolError, TlvError, TransportError
 from emv.outcome import Terminate
 from emv.requests import HostStatus, OnlineResponse, Transmit
 
@@ -225,7 +225,15 @@ def complete_online(ctx: Context, first: AcResult,
             ctx.note(f"completion: AAC, issuer authentication failed and {denial}")
             requested = CryptogramType.AAC
     final = yield from _second_generate_ac(ctx, requested, extra)
-    yield from process_scripts(ctx, (s for s in scripts if s.tag == TAG_SCRIPT_AFTER), before_final_ac=False)
+    try:
+        yield from process_scripts(ctx, (s for s in scripts if s.tag == TAG_SCRIPT_AFTER),
+                                   before_final_ac=False)
+    except TransportError:
+        # The card's final cryptogram and the issuer's answer stand; only the script failed
+        # (Book 3, 10.10; TVR byte 5 b5).
+        ctx.tvr.set(TVR.SCRIPT_FAILED_AFTER_FINAL_AC)
+        ctx.tsi.set(TSI.SCRIPT_PROCESSING_PERFORMED)
+        ctx.note("scripts after the final GENERATE AC: the card went away")
     return final
 
 

@@ -748,8 +748,6 @@ def test_the_card_cannot_rename_the_selected_application(where: dict[str, Any]) 
 SCRIPTED = "issuer_scripts"  # Mastercard CDA card taking issuer scripts
 
 
-@pytest.mark.xfail(strict=True, reason="completion.complete_online hands the final AC back only after the "
-                   "'72' scripts: a card gone during them loses the TC")
 def test_a_card_pulled_during_a_script_after_the_final_tc_keeps_the_approval() -> None:
     """Book 3, 10.10: scripts '72' run after the final GENERATE AC; the card's TC and the issuer's
     approval stand, the script fails (TVR byte 5 b5), as when the card answers it with an error."""
