@@ -7,9 +7,11 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_USAGE, EXIT_READER, EXIT_CARD, EXIT_DECLINED = 0, 2, 3, 4, 5
 
@@ -19,22 +21,13 @@ def _card_read(args: argparse.Namespace) -> int:
     from emv.errors import EmvError
     from emv.inspection import read_card
     from firmware import driver, terminal_data
-    from firmware.reader import PcscReader, ReaderError
+    from firmware.reader import ReaderError
 
     aid = bytes.fromhex(args.aid) if args.aid else None
     try:
-        reader = PcscReader()
-        try:
-            name = reader.pick(args.reader)
-            session = reader.connect_when_ready(name, args.wait)
-            try:
-                report = driver.run(
-                    read_card(KNOWN_AIDS, terminal_data.for_inspection(), aid),
-                    driver.card_sender(session.transmit, session.protocol))
-            finally:
-                session.disconnect()
-        finally:
-            reader.close()
+        report, name, session = _on_card(args.reader, args.wait, lambda session: driver.run(
+            read_card(KNOWN_AIDS, terminal_data.for_inspection(), aid),
+            driver.card_sender(session.transmit, session.protocol)))
     except ReaderError as exc:
         return _fail(args, "reader", str(exc), EXIT_READER)
     except EmvError as exc:
@@ -56,7 +49,7 @@ def _sale(args: argparse.Namespace) -> int:
     from firmware.config import ConfigError, load_config
     from firmware.money import MoneyError, currency, parse_amount
     from firmware.pin_pad import PinPadError
-    from firmware.reader import PcscReader, ReaderError
+    from firmware.reader import CardSession, ReaderError
     from sim.card.issuer import ScriptedAuthorizer
 
     try:
@@ -71,20 +64,13 @@ def _sale(args: argparse.Namespace) -> int:
         return _fail(args, "usage", str(exc), EXIT_USAGE)
     authorizer = None if args.no_host else ScriptedAuthorizer(decline=args.issuer_declines)
     choice: int | str = int(args.choose) if args.choose.isdigit() else args.choose
+    def on_card(session: CardSession) -> sale.SaleResult:
+        fulfil = driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,))
+        return sale.run_sale(config, amount, fulfil, pin=args.pin, choice=choice, authorizer=authorizer,
+                             interactive=args.pin is None and sale.interactive_console())
+
     try:
-        reader = PcscReader()
-        try:
-            name = reader.pick(args.reader or config.reader.name)
-            session = reader.connect_when_ready(name, args.wait)
-            try:
-                fulfil = driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,))
-                result = sale.run_sale(config, amount, fulfil, pin=args.pin, choice=choice,
-                                       authorizer=authorizer,
-                                       interactive=args.pin is None and sale.interactive_console())
-            finally:
-                session.disconnect()
-        finally:
-            reader.close()
+        result, _name, _session = _on_card(args.reader or config.reader.name, args.wait, on_card)
     except ReaderError as exc:
         return _fail(args, "reader", str(exc), EXIT_READER)
     except PinPadError as exc:
@@ -97,6 +83,23 @@ def _sale(args: argparse.Namespace) -> int:
     if kind.approved:
         return EXIT_OK
     return EXIT_CARD if kind in (OutcomeKind.TERMINATED, OutcomeKind.TRY_AGAIN) else EXIT_DECLINED
+
+
+def _on_card(reader_name: str | None, wait: float, action: Callable[[Any], T]) -> tuple[T, str, Any]:
+    """Connect to the card in the reader (waiting up to `wait` s), run `action` on the session,
+    always disconnect and release the PC/SC context. Returns the result, reader name, session."""
+    from firmware.reader import PcscReader
+
+    reader = PcscReader()
+    try:
+        name = reader.pick(reader_name)
+        session = reader.connect_when_ready(name, wait)
+        try:
+            return action(session), name, session
+        finally:
+            session.disconnect()
+    finally:
+        reader.close()
 
 
 def _fail(args: argparse.Namespace, kind: str, message: str, code: int) -> int:
