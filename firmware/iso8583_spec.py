@@ -112,11 +112,14 @@ def _presence(mandatory: str, conditional: str) -> dict[str, str]:
 
 _CARD_REQUEST = _presence("2 3 4 7 11 12 13 22 32 41 42 49 55", "14 23 35 52 53 54 64")
 _ADVICE = _presence("2 3 4 7 11 12 13 22 32 41 42 49", "14 23 37 38 39 53 54 55 56 64")
-_REVERSAL = _presence("2 3 4 7 11 12 13 22 32 39 41 42 49 90", "14 23 37 38 53 54 55 128")
+# A reversal carries no card data: it is kept on disk until the host acknowledges it.
+_REVERSAL = _presence("3 4 7 11 12 13 32 39 41 42 49 90", "37 38 53 55 128")
 
 # Which fields each message may carry: M mandatory, C conditional (docs/host-protocol.md says
-# when), any other field absent. The MAC is 64 when the message has no secondary bitmap,
-# 128 when it has one; 53 is present whenever 52 or a MAC is.
+# when), any other field absent. The MAC (64 without a secondary bitmap, 128 with one) and 53
+# are C here so that a message can be built before it is MACed; on the wire every message
+# carries both (firmware.messages.verify_mac refuses a message without a MAC, and 53 goes
+# with a MAC or a PIN block).
 PRESENCE: dict[str, dict[str, str]] = {
     "0100": _CARD_REQUEST,
     "0110": _presence("3 4 7 11 39 41", "12 13 32 37 38 42 49 53 55 64"),
@@ -127,9 +130,9 @@ PRESENCE: dict[str, dict[str, str]] = {
     "0230": _presence("3 4 7 11 39 41", "12 13 32 37 42 49 53 64"),
     "0400": _REVERSAL,
     "0401": _REVERSAL,
-    "0410": _presence("3 4 7 11 39 41", "12 13 32 37 42 49 53 90 64 128"),
+    "0410": _presence("3 4 7 11 39 41 90", "12 13 32 37 42 49 53 128"),
     "0500": _presence("7 11 12 13 32 41 42 49 60 74 76 86 88", "53 63 128"),
-    "0510": _presence("7 11 39 41", "12 13 32 42 49 53 60 64 128"),
+    "0510": _presence("7 11 39 41", "12 13 32 42 49 53 60 64"),
     "0800": _presence("7 11 12 13 32 41 42 70", "53 128"),
     "0810": _presence("7 11 39 41 70", "12 13 32 42 53 128"),
 }
