@@ -44,12 +44,17 @@ def _card_read(args: argparse.Namespace) -> int:
 
 
 def _sale(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from emv.outcome import OutcomeKind
     from firmware import driver, sale
     from firmware.config import ConfigError, load_config
+    from firmware.host_client import HostClientError
+    from firmware.host_store import HostStoreError
     from firmware.money import MoneyError, currency, parse_amount
     from firmware.pin_pad import PinPadError
     from firmware.reader import CardSession, ReaderError
+    from firmware.terminal_keys import TerminalKeysError
     from sim.card.issuer import ScriptedAuthorizer
 
     try:
@@ -62,19 +67,43 @@ def _sale(args: argparse.Namespace) -> int:
         return _fail(args, "config", str(exc), EXIT_USAGE)
     except MoneyError as exc:
         return _fail(args, "usage", str(exc), EXIT_USAGE)
-    authorizer = None if args.no_host else ScriptedAuthorizer(decline=args.issuer_declines)
+    if args.issuer_declines and not args.scripted_issuer:
+        return _fail(args, "usage", "--issuer-declines goes with --scripted-issuer", EXIT_USAGE)
+    if config.host is None and not (args.scripted_issuer or args.no_host):
+        return _fail(args, "usage", f"{config.source}: no [host] section: configure the acquirer host "
+                                    "there, or pass --scripted-issuer (simulated cards only) or --no-host",
+                     EXIT_USAGE)
     choice: int | str = int(args.choose) if args.choose.isdigit() else args.choose
-    def on_card(session: CardSession) -> sale.SaleResult:
-        fulfil = driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,))
-        return sale.run_sale(config, amount, fulfil, pin=args.pin, choice=choice, authorizer=authorizer,
-                             interactive=args.pin is None and sale.interactive_console())
+    with ExitStack() as stack:
+        try:
+            store = sale.state_store(config)
+            stack.callback(store.close)
+            keys = sale.terminal_keys_of(config, store)
+        except (HostStoreError, TerminalKeysError) as exc:
+            return _fail(args, "state", str(exc), EXIT_USAGE)
+        pin_pad = sale.pin_pad_of(config, keys) if keys is not None else None
+        authorizer: Any = None
+        if args.scripted_issuer:
+            authorizer = ScriptedAuthorizer(decline=args.issuer_declines)
+        elif not args.no_host and keys is not None:
+            try:
+                authorizer = stack.enter_context(sale.acquirer(config, store, keys))
+            except HostClientError as exc:
+                return _fail(args, "host", str(exc), EXIT_USAGE)
 
-    try:
-        result, _name, _session = _on_card(args.reader or config.reader.name, args.wait, on_card)
-    except ReaderError as exc:
-        return _fail(args, "reader", str(exc), EXIT_READER)
-    except PinPadError as exc:
-        return _fail(args, "pin pad", str(exc), EXIT_USAGE)
+        def on_card(session: CardSession) -> sale.SaleResult:
+            fulfil = driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,))
+            return sale.run_sale(config, amount, fulfil, pin=args.pin, choice=choice, authorizer=authorizer,
+                                 pin_pad=pin_pad, interactive=args.pin is None and sale.interactive_console())
+
+        try:
+            result, _name, _session = _on_card(args.reader or config.reader.name, args.wait, on_card)
+        except ReaderError as exc:
+            return _fail(args, "reader", str(exc), EXIT_READER)
+        except PinPadError as exc:
+            return _fail(args, "pin pad", str(exc), EXIT_USAGE)
+        except HostClientError as exc:
+            return _fail(args, "host", str(exc), EXIT_CARD)
     if args.json:
         print(json.dumps(sale.as_json(result), indent=2))
     else:
@@ -182,10 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     read.set_defaults(func=_card_read)
 
     sale = sub.add_parser(
-        "sale", help="a headless test sale on the reader (scripted issuer, simulator test keys)",
-        description="Runs one EMV sale on the inserted card. Until the acquirer link exists, "
-                    "authorizations go to a SCRIPTED issuer that knows only the simulated cards. "
-                    "Exit status: 0 approved, 4 terminated or card error, 5 declined.")
+        "sale", help="a headless test sale on the reader, authorized by the acquirer host",
+        description="Runs one EMV sale on the inserted card. Authorizations go to the acquirer host "
+                    "of the configuration's [host] section; --scripted-issuer sends them instead to a "
+                    "SCRIPTED issuer that knows only the simulated cards (simulator test keys). "
+                    "Exit status: 0 approved, 2 usage or configuration error, 3 reader error, "
+                    "4 terminated or card error, 5 declined.")
     sale.add_argument("amount", help="amount in major units, e.g. 12.50")
     sale.add_argument("--currency", help="ISO 4217 code (EUR, 978); default: the configuration's")
     sale.add_argument("--pin", help="PIN the cardholder types (default: ask on the console, or "
@@ -196,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     sale.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
     sale.add_argument("--reader", help="reader name (or its beginning)")
     sale.add_argument("--wait", type=float, default=10.0, metavar="SECONDS")
-    sale.add_argument("--no-host", action="store_true", help="no authorizer: unable to go online")
+    issuer = sale.add_mutually_exclusive_group()
+    issuer.add_argument("--no-host", action="store_true", help="no authorizer: unable to go online")
+    issuer.add_argument("--scripted-issuer", action="store_true",
+                        help="authorize with the simulator's scripted issuer (simulated cards and "
+                             "test keys only), not the [host]")
     sale.add_argument("--issuer-declines", action="store_true",
                       help="the scripted issuer declines verified authorizations")
     sale.add_argument("--json", action="store_true", help="print one JSON object")
