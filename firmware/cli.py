@@ -195,6 +195,20 @@ def _sim_card_serve(args: argparse.Namespace) -> int:
                  inserted=not args.removed)
 
 
+def _sim_host_serve(args: argparse.Namespace) -> int:
+    from sim.host.serve import serve
+
+    if args.listen is None or args.pki is None:
+        return _fail(args, "usage", "tpe sim host needs --listen HOST:PORT and --pki DIR", EXIT_USAGE)
+    return serve(listen=args.listen, pki_dir=args.pki, ledger=args.ledger)
+
+
+def _sim_host_ledger(args: argparse.Namespace) -> int:
+    from sim.host.serve import print_ledger
+
+    return print_ledger(args.ledger, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tpe", description="Open card-payment terminal firmware.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -253,6 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="as slow as a real card: 9600 bit/s and per-command processing time")
     serve.add_argument("--removed", action="store_true", help="start with the card out of the reader")
     serve.set_defaults(func=_sim_card_serve)
+
+    sim_host = sim.add_parser(
+        "host", help="the simulated acquirer and issuer host (TLS, ISO 8583, test keys)",
+        description="Serves terminals under test as acquirer and issuer of the simulated cards. "
+                    "Prints 'ok host listening on HOST:PORT' when ready, then reads commands on "
+                    "standard input (status, delay, drop, close, garbage, badmac, decline, clear, "
+                    "script, block, unblock, balance, quit; see sim/host/serve.py).")
+    sim_host.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (port 0: any free)")
+    sim_host.add_argument("--pki", type=Path, metavar="DIR",
+                          help="test PKI folder, made there when empty (sim/host/test_pki.py)")
+    sim_host.add_argument("--ledger", type=Path, metavar="FILE",
+                          help="SQLite ledger of what the host books (default: in memory)")
+    sim_host.set_defaults(func=_sim_host_serve)
+    sim_host_cmd = sim_host.add_subparsers(dest="sim_host_cmd")
+    host_ledger = sim_host_cmd.add_parser("ledger", help="print the entries of a host ledger")
+    host_ledger.add_argument("--ledger", type=Path, required=True, metavar="FILE")
+    host_ledger.add_argument("--json", action="store_true", help="print one JSON array")
+    host_ledger.set_defaults(func=_sim_host_ledger)
     return parser
 
 
