@@ -1,9 +1,10 @@
 """The terminal's configuration: one TOML file, read and checked at start (ARCHITECTURE principle 9).
 
 `load_config(path)` reads the file (by default the packaged `firmware/defaults/terminal.toml`)
-and returns an `AppConfig`: the kernel's `KernelConfig`, the reader to use and the PIN pad
-settings. Any problem stops the start with one `ConfigError` naming the file, the key and the
-reason; nothing is half loaded. Sections and keys:
+and returns an `AppConfig`: the kernel's `KernelConfig`, the reader to use, the PIN pad
+settings, the acquirer host, the DUKPT initial key and where the durable state lives. Any
+problem stops the start with one `ConfigError` naming the file, the key and the reason; nothing
+is half loaded. Sections and keys:
 
     [terminal]       type ("22": 2 hex digits, Book 4 Annex A1), capabilities (6 hex digits),
                      additional_capabilities (10 hex digits), country, currency (ISO numeric
@@ -22,7 +23,19 @@ reason; nothing is half loaded. Sections and keys:
     [fraud]          online_above, decline_above (minor units), online_countries,
                      decline_countries (ISO numeric integers), blocked_prefixes (digit strings)
     [reader]         name: part of the PC/SC reader name to use (default: the first reader)
-    [pin_pad]        key_file (see `load_pin_pad_key`), shuffle (boolean)
+    [pin_pad]        shuffle (boolean). Online PIN blocks are enciphered under the DUKPT keys of
+                     [dukpt]; the former fixed `key_file` is refused with a message saying so.
+    [dukpt]          initial_key_file: the terminal's AES DUKPT initial key (see
+                     `load_initial_key`), loaded on the first start only; afterwards the
+                     registers come from the state database (ANSI X9.24-3-2017, 6.1)
+    [host]           the acquirer host (docs/host-protocol.md): address, port (1-65535),
+                     server_name (the name its certificate must carry; default: address),
+                     ca_file (the host CA, pinned), cert_file and key_file (the terminal's TLS
+                     client certificate and key, PEM), timeout (seconds, default 30), max_frame
+                     (bytes, default 8192), acquirer_id (field 32, 1 to 11 digits). Without this
+                     section the terminal has no acquirer.
+    [state]          folder: where the durable state (STAN, DUKPT registers, reversals owed)
+                     is kept; default $XDG_STATE_HOME/tpe, else ~/.local/state/tpe
 
 Money is an integer number of minor units (ARCHITECTURE principle 10): `10.50` is refused,
 write `1050`. A relative file name is taken from the configuration file's folder; a name
@@ -35,7 +48,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +72,8 @@ from emv.kernel_config import (
     KernelConfigError,
     TerminalConfig,
 )
+from firmware.dukpt import INITIAL_KEY_ID_LENGTH, KeyType
+from firmware.framing import DEFAULT_MAX_FRAME, LARGEST_FRAME
 
 MAX_CONFIG_BYTES = 1 << 20  # a configuration or CA key file; anything larger is a mistake
 MAX_KEY_FILE_BYTES = 1 << 12
@@ -68,7 +86,10 @@ _PACKAGED_CA_KEYS: dict[str, tuple[str, str]] = {
     SCHEME_TEST_CA_KEYS: ("firmware", "defaults/ca_keys_scheme_test.toml"),
 }
 MAX_AMOUNT = 10**12 - 1  # n12 amounts (Book 3, Annex A: 9F02, 9F1B)
-AES_128_KEY_BYTES = 16
+DEFAULT_HOST_TIMEOUT = 30.0  # seconds
+MAX_HOST_TIMEOUT = 300.0
+MIN_FRAME = 1024  # a 0200 with PAN, track 2, PIN block and a full field 55 fits
+STATE_FOLDER_NAME = "tpe"
 
 T = TypeVar("T")
 Convert = Callable[[Any, str], T]
@@ -91,9 +112,61 @@ class ReaderConfig:
 
 @dataclass(frozen=True)
 class PinPadConfig:
-    # AES-128 key the PIN pad enciphers online PIN blocks with, until DUKPT keys replace it.
-    key_file: Path | None = None
     shuffle: bool = False  # show the digit keys in a random order at each PIN entry
+
+
+@dataclass(frozen=True)
+class DukptConfig:
+    initial_key_file: Path  # checked at load with `load_initial_key`
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """The acquirer host and the TLS material to reach it (firmware/tls_stream.py)."""
+
+    address: str
+    port: int
+    server_name: str
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    acquirer_id: str  # ISO 8583 field 32, n..11
+    timeout: float = DEFAULT_HOST_TIMEOUT
+    max_frame: int = DEFAULT_MAX_FRAME
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    folder: Path
+
+
+@dataclass(frozen=True, repr=False)
+class InitialKey:
+    """An AES DUKPT initial key (ANSI X9.24-3-2017, 6.3.3) and its 8-byte initial key ID."""
+
+    key: bytes
+    key_id: bytes
+
+    @property
+    def key_type(self) -> KeyType:
+        return _INITIAL_KEY_TYPES[len(self.key)]
+
+    def __repr__(self) -> str:
+        return f"InitialKey(id {self.key_id.hex().upper()}, {self.key_type.name}, key hidden)"
+
+
+_INITIAL_KEY_TYPES = {16: KeyType.AES128, 24: KeyType.AES192, 32: KeyType.AES256}
+
+
+def default_state_folder() -> Path:
+    """$XDG_STATE_HOME/tpe (XDG Base Directory Specification 0.8), else ~/.local/state/tpe."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    # the specification ignores a relative value
+    if base and Path(base).is_absolute():
+        root = Path(base)
+    else:
+        root = Path(os.path.expanduser("~")) / ".local" / "state"
+    return root / STATE_FOLDER_NAME
 
 
 @dataclass(frozen=True)
@@ -101,6 +174,9 @@ class AppConfig:
     kernel: KernelConfig
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     pin_pad: PinPadConfig = field(default_factory=PinPadConfig)
+    dukpt: DukptConfig | None = None
+    host: HostConfig | None = None
+    state: StateConfig = field(default_factory=lambda: StateConfig(default_state_folder()))
     source: Path = Path()
 
 
@@ -128,8 +204,10 @@ def parse_config(text: str, file: str, base: Path) -> AppConfig:
         raise ConfigError(file, exc.key, exc.reason) from None
 
 
-def load_pin_pad_key(path: Path) -> bytes:
-    """The AES-128 key of a PIN pad key file: TOML with `key_id` and `key` (32 hex digits).
+def load_initial_key(path: Path) -> InitialKey:
+    """The AES DUKPT initial key of a key file: TOML with `initial_key` (32, 48 or 64 hex
+    digits: AES-128, -192, -256) and `initial_key_id` (16 hex digits: BDK ID || derivation ID,
+    ANSI X9.24-3-2017, 6.3.3).
 
     Errors name the file and the key, never any part of the key's value.
     """
@@ -140,11 +218,12 @@ def load_pin_pad_key(path: Path) -> bytes:
         raise ConfigError(file, "(file)", exc.reason) from None
     document = _parse_toml(text, file)
     try:
-        table = _Table(document, "", ("key_id", "key"))
-        table.get("key_id", _text(max_length=32))
-        return table.get("key", _hex(AES_128_KEY_BYTES))
+        table = _Table(document, "", ("initial_key", "initial_key_id"))
+        key_id = table.get("initial_key_id", _hex(INITIAL_KEY_ID_LENGTH))
+        key = table.get("initial_key", _hex(*_INITIAL_KEY_TYPES))
     except _Invalid as exc:
         raise ConfigError(file, exc.key, exc.reason) from None
+    return InitialKey(key, key_id)
 
 
 class _Invalid(Exception):
@@ -327,7 +406,8 @@ def _kernel_value(build: Callable[[], T], path: str, renames: Mapping[str, str] 
         raise _Invalid(f"{path}.{name}", exc.reason) from None
 
 
-_SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad")
+_SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad", "dukpt",
+             "host", "state")
 _TERMINAL_KEYS = (
     "type", "capabilities", "additional_capabilities", "country", "currency", "currency_exponent",
     "terminal_id", "merchant_id", "merchant_category", "merchant_name_location", "ifd_serial",
@@ -367,8 +447,14 @@ def _app_config(document: dict[str, Any], base: Path, source: Path) -> AppConfig
     for n, aid in enumerate(terminal.preferred_aids, start=1):
         if kernel.aid_params(aid) is None:
             raise _Invalid(f"terminal.preferred_aids[{n}]", "is none of the [[aid]] applications")
+    dukpt = _dukpt(document["dukpt"], base) if "dukpt" in document else None
+    host = _host(document["host"], base) if "host" in document else None
+    if host is not None and dukpt is None:
+        raise _Invalid("dukpt", "missing section [dukpt]: every message to the [host] carries a MAC "
+                                "under a DUKPT key (docs/host-protocol.md, MAC)")
     return AppConfig(kernel=kernel, reader=_reader(document.get("reader", {})),
-                     pin_pad=_pin_pad(document.get("pin_pad", {}), base), source=source)
+                     pin_pad=_pin_pad(document.get("pin_pad", {})), dukpt=dukpt, host=host,
+                     state=_state(document.get("state", {}), base), source=source)
 
 
 def _terminal(raw: Any) -> TerminalConfig:
@@ -480,18 +566,89 @@ def _reader(raw: Any) -> ReaderConfig:
     return ReaderConfig(name=name)
 
 
-def _pin_pad(raw: Any, base: Path) -> PinPadConfig:
-    t = _Table(raw, "pin_pad", ("key_file", "shuffle"))
-    shuffle = t.get("shuffle", _boolean, False)
-    name = t.get("key_file", _path_text, None)
-    if name is None:
-        return PinPadConfig(key_file=None, shuffle=shuffle)
-    path = _resolve(name, base, "pin_pad.key_file")
+def _pin_pad(raw: Any) -> PinPadConfig:
+    if isinstance(raw, dict) and "key_file" in raw:
+        raise _Invalid("pin_pad.key_file", "no longer used: online PIN blocks are enciphered under "
+                                           "the DUKPT keys of [dukpt] initial_key_file; delete this key")
+    t = _Table(raw, "pin_pad", ("shuffle",))
+    return PinPadConfig(shuffle=t.get("shuffle", _boolean, False))
+
+
+def _dukpt(raw: Any, base: Path) -> DukptConfig:
+    t = _Table(raw, "dukpt", ("initial_key_file",))
+    path = _resolve(t.get("initial_key_file", _path_text), base, "dukpt.initial_key_file")
     try:
-        load_pin_pad_key(path)
+        load_initial_key(path)
     except ConfigError as exc:
-        raise _Invalid("pin_pad.key_file", str(exc)) from None
-    return PinPadConfig(key_file=path, shuffle=shuffle)
+        raise _Invalid("dukpt.initial_key_file", str(exc)) from None
+    return DukptConfig(initial_key_file=path)
+
+
+_HOST_KEYS = ("address", "port", "server_name", "ca_file", "cert_file", "key_file", "timeout",
+              "max_frame", "acquirer_id")
+
+
+def _host_name(value: Any, key: str) -> str:
+    text = _text(max_length=253)(value, key)  # RFC 1035, 2.3.4: 255 octets with length bytes
+    if any(c.isspace() for c in text):
+        raise _Invalid(key, "must be a host name or an IP address, without spaces")
+    return text
+
+
+def _seconds(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(key, f"must be a number of seconds, not {_kind(value)}")
+    if not (math.isfinite(value) and 0 < value <= MAX_HOST_TIMEOUT):
+        raise _Invalid(key, f"must be more than 0 and at most {MAX_HOST_TIMEOUT:g} seconds")
+    return float(value)
+
+
+def _readable(raw: Any, base: Path, key: str) -> Path:
+    path = _resolve(_path_text(raw, key), base, key)
+    _read_text(path, MAX_CONFIG_BYTES, key)
+    return path
+
+
+def _host(raw: Any, base: Path) -> HostConfig:
+    t = _Table(raw, "host", _HOST_KEYS)
+    address = t.get("address", _host_name)
+    ca_file = t.get("ca_file", lambda value, key: _readable(value, base, key))
+    cert_file = t.get("cert_file", lambda value, key: _readable(value, base, key))
+    key_file = t.get("key_file", lambda value, key: _readable(value, base, key))
+    # The files must load as the TLS context will load them (firmware/tls_stream.py).
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise _Invalid("host.ca_file", f"{ca_file} holds no usable CA certificate "
+                                       f"({type(exc).__name__})") from None
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise _Invalid("host.cert_file", f"{cert_file} with the key of host.key_file is no usable "
+                                         f"certificate and key ({type(exc).__name__})") from None
+    return HostConfig(
+        address=address,
+        port=t.get("port", _integer(1, 65535)),
+        server_name=t.get("server_name", _host_name, address),
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        acquirer_id=t.get("acquirer_id", _digits(1, 11)),  # ISO 8583:1987 field 32, n..11
+        timeout=t.get("timeout", _seconds, DEFAULT_HOST_TIMEOUT),
+        max_frame=t.get("max_frame", _integer(MIN_FRAME, LARGEST_FRAME), DEFAULT_MAX_FRAME),
+    )
+
+
+def _state(raw: Any, base: Path) -> StateConfig:
+    t = _Table(raw, "state", ("folder",))
+    name = t.get("folder", _path_text, None)
+    if name is None:
+        return StateConfig(default_state_folder())
+    if name.startswith(SIM_PREFIX):
+        raise _Invalid("state.folder", "must be a folder of this machine, not of the sim package")
+    path = Path(os.path.expanduser(name))
+    return StateConfig(path if path.is_absolute() else base / path)
 
 
 def _path_text(value: Any, key: str) -> str:

@@ -24,16 +24,17 @@ from firmware.pin_pad import PinPad, PinPadError
 
 
 def online_entry(pin_pad: PinPad | None, pin: str | None, request: EnterOnlinePin) -> PinEntry:
-    """What the PIN pad hands back for an online PIN: the enciphered block, or why there is none."""
+    """What the PIN pad hands back for an online PIN: the enciphered block with the KSN of its
+    key, or why there is none."""
     if pin is None:
         return PinEntry(PinStatus.BYPASSED)
     if pin_pad is None:
         return PinEntry(PinStatus.PAD_UNAVAILABLE)
     try:
-        block = pin_pad.online_pin_block(Sensitive(pin, "PIN"), request.pan)
+        enciphered = pin_pad.online_pin_block(Sensitive(pin, "PIN"), request.pan)
     except PinPadError:
         return PinEntry(PinStatus.PAD_UNAVAILABLE)
-    return PinEntry(PinStatus.ENTERED, pin_block=block, key_serial=pin_pad.key_id or None)
+    return PinEntry(PinStatus.ENTERED, pin_block=enciphered.block, key_serial=enciphered.key_serial)
 
 
 @dataclass

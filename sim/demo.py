@@ -2,7 +2,8 @@
 
 Until the touchscreen firmware exists: starts a private pcscd, serves simulated cards through
 the vpcd driver and runs `tpe card read` and `tpe sale` on them, as a technician would at the
-bench. Sales are authorized by the scripted issuer (simulator test keys), and say so.
+bench. Sales are authorized by the scripted issuer (`--scripted-issuer`, simulator test keys),
+and say so.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from sim import pcscd
 # (card profile, tpe command, exit status expected: 0 approved, 5 declined)
 STEPS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("visa_cda_online", ("card", "read"), 0),
-    ("visa_cda_online", ("sale", "42.50", "--pin", "1234"), 0),
-    ("offline_approving", ("sale", "12.00"), 0),
-    ("cb_visa_cobadged", ("sale", "30.00", "--pin", "1234"), 0),
-    ("dda_offline_pin", ("sale", "80.00", "--pin", "1234"), 0),
-    ("declining_card", ("sale", "20.00", "--pin", "1234"), 5),
+    ("visa_cda_online", ("sale", "42.50", "--pin", "1234", "--scripted-issuer"), 0),
+    ("offline_approving", ("sale", "12.00", "--scripted-issuer"), 0),
+    ("cb_visa_cobadged", ("sale", "30.00", "--pin", "1234", "--scripted-issuer"), 0),
+    ("dda_offline_pin", ("sale", "80.00", "--pin", "1234", "--scripted-issuer"), 0),
+    ("declining_card", ("sale", "20.00", "--pin", "1234", "--scripted-issuer"), 5),
     ("mastercard_cda", ("sale", "100.00", "--pin", "1234", "--no-host"), 5),
 )
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,8 @@ def main() -> int:
         return 1
     tpe = [sys.executable, "-m", "firmware.cli"]
     env = daemon.client_env()
+    # the terminal's durable state (STAN, DUKPT registers) goes away with the daemon's folder
+    env["XDG_STATE_HOME"] = str(daemon.workdir / "state")
     try:
         print(f"pcscd started (pid {daemon.pid}), virtual reader on vpcd port {daemon.vpcd_port}\n")
         for profile, command, expected in STEPS:

@@ -19,16 +19,20 @@ from emv.sensitive import pan_token
 from firmware.config import (
     AppConfig,
     ConfigError,
+    default_state_folder,
     load_config,
-    load_pin_pad_key,
+    load_initial_key,
     parse_config,
 )
+from firmware.dukpt import KeyType, derive_initial_key
+from sim.host.test_pki import make_test_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "firmware" / "defaults" / "terminal.toml"
 SIM_CA_KEYS = ROOT / "sim" / "card" / "ca_keys.toml"
 SCHEME_TEST_CA_KEYS = ROOT / "firmware" / "defaults" / "ca_keys_scheme_test.toml"
-PIN_PAD_TEST_KEY = ROOT / "sim" / "host" / "pin_pad_test_key.toml"
+TERMINAL_TEST_KEYS = ROOT / "sim" / "host" / "terminal_test_keys.toml"
+HOST_TEST_KEYS = ROOT / "sim" / "host" / "test_keys.toml"
 
 
 # A TOML writer of our own (the project has no TOML writer dependency): every table is written
@@ -139,11 +143,17 @@ def test_default_random_selection_is_below_the_floor_limit() -> None:
 def test_default_trusts_the_simulator_test_keys() -> None:
     config = load_config()
     assert dict(config.kernel.ca_keys) == load_capks(SIM_CA_KEYS.read_text())
-    assert config.pin_pad.key_file is not None
-    assert config.pin_pad.key_file.resolve() == PIN_PAD_TEST_KEY
-    assert len(load_pin_pad_key(config.pin_pad.key_file)) == 16
-    assert "TEST KEY" in PIN_PAD_TEST_KEY.read_text().splitlines()[0]
+    assert config.dukpt is not None
+    assert config.dukpt.initial_key_file.resolve() == TERMINAL_TEST_KEYS
+    assert "TEST KEYS" in TERMINAL_TEST_KEYS.read_text().splitlines()[0]
+    # the terminal's initial key is the one the simulated host's BDK derives for it
+    initial = load_initial_key(config.dukpt.initial_key_file)
+    host = tomllib.loads(HOST_TEST_KEYS.read_text())
+    assert initial.key_type is KeyType.AES128
+    assert initial.key_id[:4] == bytes.fromhex(host["bdk_id"])
+    assert initial.key == derive_initial_key(bytes.fromhex(host["bdk"]), initial.key_id)
     assert config.reader.name is None and config.pin_pad.shuffle is False
+    assert config.host is None  # no acquirer until one is configured
 
 
 def test_minimal_document_keeps_kernel_defaults_for_the_rest() -> None:
@@ -172,7 +182,15 @@ def test_every_section_reaches_its_value(tmp_path: Path) -> None:
     document["fraud"] = {"online_above": 10000, "decline_above": 50000, "online_countries": [840],
                          "decline_countries": [408], "blocked_prefixes": ["412345"]}
     document["reader"] = {"name": "vpcd"}
-    document["pin_pad"] = {"key_file": "pinpad.toml", "shuffle": True}
+    document["pin_pad"] = {"shuffle": True}
+    (tmp_path / "ik.toml").write_text(f'initial_key = "{"11" * 32}"\ninitial_key_id = "0102030405060708"\n')
+    document["dukpt"] = {"initial_key_file": "ik.toml"}
+    pki = make_test_pki(tmp_path / "pki")
+    document["host"] = {"address": "acquirer.example", "port": 8583, "server_name": "localhost",
+                        "ca_file": "pki/test-host-ca-cert.pem", "cert_file": str(pki.terminal_cert),
+                        "key_file": "pki/test-terminal-key.pem", "timeout": 2.5, "max_frame": 4096,
+                        "acquirer_id": "00012345678"}
+    document["state"] = {"folder": "state"}
     config = parse(document, tmp_path)
     kernel = config.kernel
     assert dict(kernel.ca_keys) == load_capks(SIM_CA_KEYS.read_text())
@@ -187,8 +205,18 @@ def test_every_section_reaches_its_value(tmp_path: Path) -> None:
     assert params.default_tdol == bytes.fromhex("9F0206") and not params.partial_selection
     assert kernel.aid_params(bytes.fromhex("A000000003101001")) is None  # exact match only
     assert config.reader.name == "vpcd"
-    assert config.pin_pad.key_file == tmp_path / "pinpad.toml" and config.pin_pad.shuffle
-    assert load_pin_pad_key(tmp_path / "pinpad.toml") == bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+    assert config.pin_pad.shuffle
+    assert config.dukpt is not None and config.dukpt.initial_key_file == tmp_path / "ik.toml"
+    initial = load_initial_key(config.dukpt.initial_key_file)
+    assert (initial.key, initial.key_id, initial.key_type) == (bytes([0x11]) * 32, bytes(range(1, 9)),
+                                                              KeyType.AES256)
+    host = config.host
+    assert host is not None
+    assert (host.address, host.port, host.server_name) == ("acquirer.example", 8583, "localhost")
+    assert (host.ca_file, host.cert_file, host.key_file) == (pki.host_ca_cert, pki.terminal_cert,
+                                                             pki.terminal_key)
+    assert (host.timeout, host.max_frame, host.acquirer_id) == (2.5, 4096, "00012345678")
+    assert config.state.folder == tmp_path / "state"
 
 
 def test_sim_prefix_names_a_file_of_the_sim_package() -> None:
@@ -314,9 +342,43 @@ CASES: list[tuple[str, Mutation, str, str]] = [
      "decimal digits"),
     ("country", _set("fraud", "decline_countries", [0]), "fraud.decline_countries[1]", "from 1 to 999"),
     ("reader name", _set("reader", "name", " "), "reader.name", "blank"),
-    ("pin pad key file", _set("pin_pad", "key_file", "missing.toml"), "pin_pad.key_file", "cannot read"),
+    ("fixed PIN pad key file", _set("pin_pad", "key_file", "sim:host/pin_pad_test_key.toml"),
+     "pin_pad.key_file", "[dukpt] initial_key_file"),
     ("pin pad section", lambda d: d.update(pin_pad=[]), "pin_pad", "must be a table"),
+    ("missing initial key file", _set("dukpt", "initial_key_file", "absent.toml"),
+     "dukpt.initial_key_file", "cannot read"),
+    ("dukpt without file", lambda d: d.update(dukpt={}), "dukpt.initial_key_file", "missing"),
+    ("host without dukpt", lambda d: (d.pop("dukpt"), d.update(host=_host())), "dukpt",
+     "missing section [dukpt]"),
+    ("host port", lambda d: d.update(host=_host(port=0)), "host.port", "from 1 to 65535"),
+    ("host port as string", lambda d: d.update(host=_host(port="8583")), "host.port", "not a string"),
+    ("host address", lambda d: d.update(host=_host(address="a host")), "host.address", "without spaces"),
+    ("host timeout", lambda d: d.update(host=_host(timeout=0)), "host.timeout", "more than 0"),
+    ("host timeout nan", lambda d: d.update(host=_host(timeout=float("nan"))), "host.timeout", "more than 0"),
+    ("host timeout bool", lambda d: d.update(host=_host(timeout=True)), "host.timeout", "seconds"),
+    ("host frame", lambda d: d.update(host=_host(max_frame=100)), "host.max_frame", "from 1024 to 65535"),
+    ("acquirer id", lambda d: d.update(host=_host(acquirer_id="12A")), "host.acquirer_id", "decimal digits"),
+    ("acquirer id length", lambda d: d.update(host=_host(acquirer_id="1" * 12)), "host.acquirer_id",
+     "1 to 11"),
+    ("missing acquirer id", lambda d: d.update(host=_host(acquirer_id=None)), "host.acquirer_id", "missing"),
+    ("missing CA file", lambda d: d.update(host=_host(ca_file="absent.pem")), "host.ca_file", "cannot read"),
+    ("CA file not a certificate", lambda d: d.update(host=_host(ca_file="ik.toml")), "host.ca_file",
+     "no usable CA certificate"),
+    ("certificate of another key", lambda d: d.update(host=_host(key_file="pki/test-host-key.pem")),
+     "host.cert_file", "no usable certificate and key"),
+    ("unknown host key", lambda d: d.update(host=_host(tls="1.3")), "host.tls", "unknown key"),
+    ("state folder", _set("state", "folder", ""), "state.folder", "file name"),
+    ("state folder in sim", _set("state", "folder", "sim:state"), "state.folder", "not of the sim package"),
 ]
+
+
+def _host(**changes: Any) -> dict[str, Any]:
+    """A [host] table over the test PKI that `test_each_error_names_file_key_and_reason` writes."""
+    table: dict[str, Any] = {"address": "127.0.0.1", "port": 8583, "ca_file": "pki/test-host-ca-cert.pem",
+                             "cert_file": "pki/test-terminal-cert.pem",
+                             "key_file": "pki/test-terminal-key.pem", "acquirer_id": "1234"}
+    table.update(changes)
+    return {key: value for key, value in table.items() if value is not None}
 
 
 @pytest.mark.parametrize(("mutate", "key", "reason"), [case[1:] for case in CASES],
@@ -325,7 +387,10 @@ def test_each_error_names_file_key_and_reason(mutate: Mutation, key: str, reason
                                               tmp_path: Path) -> None:
     document = minimal()
     document["aid"][0] |= {"floor_limit": 1000, "random_max_target_percent": 20}
-    parse(document, tmp_path)  # the document is valid before the change
+    make_test_pki(tmp_path / "pki")
+    (tmp_path / "ik.toml").write_text(TERMINAL_TEST_KEYS.read_text())
+    document["dukpt"] = {"initial_key_file": "ik.toml"}
+    parse(document | {"host": _host()}, tmp_path)  # the document is valid before the change
     mutate(document)
     error = error_of(document, tmp_path)
     assert (error.file, error.key) == ("test.toml", key)
@@ -380,41 +445,69 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
         load_config(path)
 
 
-# --- the PIN pad key file ---------------------------------------------------------------------
+# --- the DUKPT initial key file and the state folder ------------------------------------------
 
 @pytest.mark.parametrize(("text", "key"), [
-    ('key_id = "K1"\nkey = "' + "AB" * 15 + '"\n', "key"),
-    ('key_id = "K1"\nkey = "' + "AB" * 17 + '"\n', "key"),
-    ('key_id = "K1"\nkey = "' + "AB" * 15 + 'G"\n', "key"),
-    ('key_id = "K1"\n', "key"),
-    ('key = "' + "AB" * 16 + '"\n', "key_id"),
-    ('key_id = "K1"\nkey = "' + "AB" * 16 + '"\nkcv = "000000"\n', "kcv"),
-    ('key_id = "K1"\nkey = "' + "AB" * 16 + '\n', "line 2"),
+    ('initial_key_id = "1234567890123456"\ninitial_key = "' + "AB" * 15 + '"\n', "initial_key"),
+    ('initial_key_id = "1234567890123456"\ninitial_key = "' + "AB" * 17 + '"\n', "initial_key"),
+    ('initial_key_id = "1234567890123456"\ninitial_key = "' + "AB" * 15 + 'G"\n', "initial_key"),
+    ('initial_key_id = "1234567890123456"\n', "initial_key"),
+    ('initial_key = "' + "AB" * 16 + '"\n', "initial_key_id"),
+    ('initial_key_id = "12345678"\ninitial_key = "' + "AB" * 16 + '"\n', "initial_key_id"),
+    ('initial_key_id = "1234567890123456"\ninitial_key = "' + "AB" * 16 + '"\nkcv = "000000"\n', "kcv"),
+    ('initial_key_id = "1234567890123456"\ninitial_key = "' + "AB" * 16 + '\n', "line 2"),
 ])
-def test_pin_pad_key_errors_never_show_the_key(text: str, key: str, tmp_path: Path) -> None:
-    path = tmp_path / "pinpad.toml"
+def test_initial_key_errors_never_show_the_key(text: str, key: str, tmp_path: Path) -> None:
+    path = tmp_path / "ik.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
-        load_pin_pad_key(path)
+        load_initial_key(path)
     assert (caught.value.file, caught.value.key) == (str(path), key)
     assert "ABAB" not in str(caught.value)
 
 
-def test_pin_pad_key_error_in_config_never_shows_the_key(tmp_path: Path) -> None:
-    (tmp_path / "pinpad.toml").write_text('key_id = "K1"\nkey = "' + "CD" * 15 + '"\n')
+def test_initial_key_error_in_config_never_shows_the_key(tmp_path: Path) -> None:
+    (tmp_path / "ik.toml").write_text('initial_key_id = "1234567890123456"\n'
+                                      'initial_key = "' + "CD" * 15 + '"\n')
     document = minimal()
-    document["pin_pad"] = {"key_file": "pinpad.toml"}
+    document["dukpt"] = {"initial_key_file": "ik.toml"}
     error = error_of(document, tmp_path)
-    assert error.key == "pin_pad.key_file" and "16 bytes" in error.reason
+    assert error.key == "dukpt.initial_key_file" and "16 bytes" in error.reason
     assert "CDCD" not in str(error)
+
+
+def test_initial_key_repr_hides_the_key() -> None:
+    initial = load_initial_key(TERMINAL_TEST_KEYS)
+    assert initial.key.hex().upper() not in repr(initial).upper() and "hidden" in repr(initial)
+
+
+def test_state_folder_default_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_state_folder() == tmp_path / "tpe"
+    assert parse(minimal()).state.folder == tmp_path / "tpe"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")  # ignored, as the specification says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_state_folder() == tmp_path / "home" / ".local" / "state" / "tpe"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert default_state_folder() == tmp_path / "home" / ".local" / "state" / "tpe"
+
+
+def test_server_name_defaults_to_the_address(tmp_path: Path) -> None:
+    make_test_pki(tmp_path / "pki")
+    document = minimal() | {"dukpt": {"initial_key_file": "sim:host/terminal_test_keys.toml"},
+                            "host": _host(address="localhost")}
+    host = parse(document, tmp_path).host
+    assert host is not None and host.server_name == "localhost" and host.timeout == 30.0
 
 
 # --- fuzzing: any TOML document loads or raises ConfigError ---------------------------------
 
-_SECTIONS = ["terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad"]
+_SECTIONS = ["terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad", "dukpt",
+             "host", "state"]
 _KEYS = sorted({key for table in (minimal()["terminal"], minimal()["aid"][0]) for key in table} | {
     "files", "rid", "index", "serial", "pan_sha256", "psn", "online_above", "blocked_prefixes",
-    "name", "key_file", "shuffle", "preferred_aids", "default_ddol", "random_target_percent"})
+    "name", "key_file", "shuffle", "preferred_aids", "default_ddol", "random_target_percent",
+    "initial_key_file", "address", "port", "ca_file", "cert_file", "timeout", "acquirer_id", "folder"})
 _names = st.one_of(st.sampled_from(_SECTIONS + _KEYS), st.text(max_size=8))
 _scalars = st.one_of(
     st.booleans(),
@@ -423,7 +516,7 @@ _scalars = st.one_of(
     st.floats(),
     st.text(max_size=12),
     st.binary(max_size=17).map(lambda data: data.hex().upper()),
-    st.sampled_from(["sim", "22", "A0000000031010", "sim:host/pin_pad_test_key.toml", ".", "",
+    st.sampled_from(["sim", "22", "A0000000031010", "sim:host/terminal_test_keys.toml", ".", "",
                      "sim:", "sim:card", "9F3704", "0096", "scheme-test"]),
     st.dates(),
 )

@@ -1,6 +1,7 @@
-"""The PIN pad's ISO 9564-1 format 4 block (firmware/pin_pad.py).
+"""The PIN pad's ISO 9564-1 format 4 block under AES DUKPT PIN keys (firmware/pin_pad.py).
 
-TEST KEYS: every key in this file is a made-up test key.
+TEST KEYS: every key in this file is a made-up test key or the published ANSI X9.24-3-2017
+Supplement test BDK.
 """
 
 from __future__ import annotations
@@ -14,8 +15,20 @@ from hypothesis import strategies as st
 from psec.pinblock import decipher_pinblock_iso_4
 
 from emv.sensitive import Sensitive
-from firmware.pin_pad import PinPad, PinPadError
+from firmware.dukpt import (
+    KeyType,
+    KeyUsage,
+    TerminalDukpt,
+    derive_initial_key,
+    host_transaction_key,
+    split_ksn,
+    working_key,
+)
+from firmware.pin_pad import DukptPinPad, PinPadError, format4_pin_block
+from firmware.terminal_keys import STATE_NAME, MemorySecretStore, TerminalKeys
 
+BDK = bytes.fromhex("FEDCBA9876543210F1F1F1F1F1F1F1F1")  # TEST KEY (X9.24-3-2017 Supplement)
+INITIAL_KEY_ID = bytes.fromhex("1234567890123456")
 KEY_128 = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # TEST KEY
 KEY_192 = bytes(range(24))  # TEST KEY
 KEY_256 = bytes(range(32, 64))  # TEST KEY
@@ -45,7 +58,7 @@ def _format4_pin(key: bytes, block: bytes, pan: str) -> str:
 @pytest.mark.parametrize("key", [KEY_128, KEY_192, KEY_256])
 @pytest.mark.parametrize("pin", ["1234", "0000", "987654", "123456789012"])
 def test_block_deciphers_back_to_the_pin(key: bytes, pin: str) -> None:
-    block = PinPad(key).online_pin_block(Sensitive(pin, "PIN"), Sensitive(PAN, "PAN"))
+    block = format4_pin_block(key, Sensitive(pin, "PIN"), Sensitive(PAN, "PAN"))
     assert isinstance(block, Sensitive)
     raw = block.reveal()
     assert isinstance(raw, bytes) and len(raw) == 16
@@ -54,7 +67,7 @@ def test_block_deciphers_back_to_the_pin(key: bytes, pin: str) -> None:
 
 
 def test_block_is_bound_to_the_pan_and_the_key() -> None:
-    raw = PinPad(KEY_128).online_pin_block(Sensitive("1234", "PIN"), Sensitive(PAN, "PAN")).reveal()
+    raw = format4_pin_block(KEY_128, Sensitive("1234", "PIN"), Sensitive(PAN, "PAN")).reveal()
     other_pan = "4761739001010028"
     other_key = bytes(16)
     for key, pan in ((KEY_128, other_pan), (other_key, PAN)):
@@ -66,9 +79,8 @@ def test_block_is_bound_to_the_pan_and_the_key() -> None:
 
 
 def test_blocks_of_the_same_pin_differ() -> None:
-    pad = PinPad(KEY_128)
     pin, pan = Sensitive("1234", "PIN"), Sensitive(PAN, "PAN")
-    blocks = {pad.online_pin_block(pin, pan).reveal() for _ in range(8)}
+    blocks = {format4_pin_block(KEY_128, pin, pan).reveal() for _ in range(8)}
     assert len(blocks) == 8  # format 4 carries 8 random bytes
 
 
@@ -76,7 +88,7 @@ def test_blocks_of_the_same_pin_differ() -> None:
 @given(st.text(alphabet="0123456789", min_size=4, max_size=12),
        st.text(alphabet="0123456789", min_size=8, max_size=19))
 def test_any_pin_and_pan(pin: str, pan: str) -> None:
-    raw = PinPad(KEY_128).online_pin_block(Sensitive(pin, "PIN"), Sensitive(pan, "PAN")).reveal()
+    raw = format4_pin_block(KEY_128, Sensitive(pin, "PIN"), Sensitive(pan, "PAN")).reveal()
     assert _format4_pin(KEY_128, raw, pan) == pin
 
 
@@ -84,7 +96,7 @@ def test_any_pin_and_pan(pin: str, pan: str) -> None:
 def test_wrong_key_lengths_are_refused(length: int) -> None:
     key = bytes(range(length))
     with pytest.raises(PinPadError) as info:
-        PinPad(key)
+        format4_pin_block(key, Sensitive("1234", "PIN"), Sensitive(PAN, "PAN"))
     if key:
         assert key.hex() not in str(info.value).lower()
 
@@ -93,7 +105,7 @@ def test_wrong_key_lengths_are_refused(length: int) -> None:
                                  "-1234", "12.4"])
 def test_bad_pins_are_refused_without_showing_them(pin: str) -> None:
     with pytest.raises(PinPadError) as info:
-        PinPad(KEY_128).online_pin_block(Sensitive(pin, "PIN"), Sensitive(PAN, "PAN"))
+        format4_pin_block(KEY_128, Sensitive(pin, "PIN"), Sensitive(PAN, "PAN"))
     if pin:
         assert pin not in str(info.value)
     assert PAN not in str(info.value)
@@ -101,24 +113,85 @@ def test_bad_pins_are_refused_without_showing_them(pin: str) -> None:
 
 def test_bad_pan_is_a_pin_pad_error() -> None:
     with pytest.raises(PinPadError) as info:
-        PinPad(KEY_128).online_pin_block(Sensitive("1234", "PIN"), Sensitive("4761ABCD", "PAN"))
+        format4_pin_block(KEY_128, Sensitive("1234", "PIN"), Sensitive("4761ABCD", "PAN"))
     assert "1234" not in str(info.value)
 
 
-def test_repr_hides_the_key() -> None:
-    pad = PinPad(KEY_128, key_id=bytes.fromhex("0102"))
-    for text in (repr(pad), str(pad), f"{pad}"):
-        assert KEY_128.hex() not in text.lower()
-        assert KEY_128.hex().upper() not in text
-        assert "hidden" in text
-    assert "0102" in repr(pad)
-    assert pad.key_id == bytes.fromhex("0102")
-
-
 def test_block_value_is_not_shown() -> None:
-    block = PinPad(KEY_128).online_pin_block(Sensitive("1234", "PIN"), Sensitive(PAN, "PAN"))
+    block = format4_pin_block(KEY_128, Sensitive("1234", "PIN"), Sensitive(PAN, "PAN"))
     raw = block.reveal()
     for text in (repr(block), str(block), f"{block}"):
         assert raw.hex() not in text.lower()
     with pytest.raises(TypeError):
         pickle.dumps(block)
+
+
+# --- under DUKPT: one fresh KSN per PIN -------------------------------------------------------
+
+def dukpt_pad(store: MemorySecretStore | None = None) -> tuple[DukptPinPad, MemorySecretStore]:
+    store = store or MemorySecretStore()
+    dukpt = TerminalDukpt.load(derive_initial_key(BDK, INITIAL_KEY_ID), INITIAL_KEY_ID)
+    return DukptPinPad(TerminalKeys(store, dukpt)), store
+
+
+def host_pin_key(ksn: bytes) -> bytes:
+    """The PIN key the host derives from its BDK for `ksn` (X9.24-3-2017, 6.3.3 and 6.4)."""
+    return working_key(host_transaction_key(BDK, ksn), ksn, KeyUsage.PIN_ENCRYPTION, KeyType.AES128)
+
+
+def test_dukpt_block_deciphers_under_the_hosts_pin_key_of_its_ksn() -> None:
+    pad, _ = dukpt_pad()
+    for counter, pin in enumerate(("1234", "987654", "0000"), start=1):
+        enciphered = pad.online_pin_block(Sensitive(pin, "PIN"), Sensitive(PAN, "PAN"))
+        assert split_ksn(enciphered.key_serial) == (INITIAL_KEY_ID, counter)
+        raw = enciphered.block.reveal()
+        assert _format4_pin(host_pin_key(enciphered.key_serial), raw, PAN) == pin
+        previous = enciphered.key_serial[:-4] + (counter - 1).to_bytes(4, "big")
+        if counter > 1:  # the key of another KSN does not give the PIN back
+            try:
+                recovered = decipher_pinblock_iso_4(host_pin_key(previous), raw, PAN)
+            except ValueError:
+                continue
+            assert recovered != pin
+
+
+def test_first_pin_key_is_the_published_one() -> None:
+    # X9.24-3-2017 Supplement, AES-128 BDK, counter 1: PIN encryption key (tests/test_dukpt.py)
+    pad, _ = dukpt_pad()
+    raw = pad.online_pin_block(Sensitive("1234", "PIN"), Sensitive(PAN, "PAN")).block.reveal()
+    assert _format4_pin(bytes.fromhex("AF8CB133A78F8DC2D1359F18527593FB"), raw, PAN) == "1234"
+
+
+def test_the_registers_are_saved_past_the_ksn_before_the_block_is_given() -> None:
+    pad, store = dukpt_pad()
+    enciphered = pad.online_pin_block(Sensitive("1234", "PIN"), Sensitive(PAN, "PAN"))
+    saved = store.load_secret_state(STATE_NAME)
+    assert saved is not None
+    assert TerminalDukpt.from_state(saved).counter > split_ksn(enciphered.key_serial)[1]
+
+
+def test_a_refused_pin_uses_no_ksn() -> None:
+    pad, _ = dukpt_pad()
+    with pytest.raises(PinPadError):
+        pad.online_pin_block(Sensitive("12", "PIN"), Sensitive(PAN, "PAN"))
+    enciphered = pad.online_pin_block(Sensitive("1234", "PIN"), Sensitive(PAN, "PAN"))
+    assert split_ksn(enciphered.key_serial)[1] == 1
+
+
+class FailingStore(MemorySecretStore):
+    def save_secret_state(self, name: str, value: bytes) -> None:
+        raise OSError("disk full")
+
+
+def test_a_state_that_cannot_be_saved_gives_no_block() -> None:
+    dukpt = TerminalDukpt.load(derive_initial_key(BDK, INITIAL_KEY_ID), INITIAL_KEY_ID)
+    pad = DukptPinPad(TerminalKeys(FailingStore(), dukpt))
+    with pytest.raises(PinPadError, match="DUKPT"):
+        pad.online_pin_block(Sensitive("1234", "PIN"), Sensitive(PAN, "PAN"))
+
+
+def test_repr_hides_the_keys() -> None:
+    pad, _ = dukpt_pad()
+    text = repr(pad)
+    assert "1234567890123456" in text and "hidden" in text
+    assert derive_initial_key(BDK, INITIAL_KEY_ID).hex().upper() not in text.upper()

@@ -1,6 +1,6 @@
 """Scripted and console cardholder prompts (firmware/prompts.py).
 
-TEST KEYS: the PIN pad key here is a made-up test key.
+TEST KEYS: the DUKPT BDK here is the published ANSI X9.24-3-2017 Supplement test BDK.
 """
 
 from __future__ import annotations
@@ -20,11 +20,32 @@ from emv.requests import (
 )
 from emv.selection import Candidate
 from emv.sensitive import Sensitive
-from firmware.pin_pad import PinPad
+from firmware.dukpt import (
+    KeyType,
+    KeyUsage,
+    TerminalDukpt,
+    derive_initial_key,
+    host_transaction_key,
+    working_key,
+)
+from firmware.pin_pad import DukptPinPad
 from firmware.prompts import ConsolePrompt, ScriptedPrompt
+from firmware.terminal_keys import MemorySecretStore, TerminalKeys
 
-KEY = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # TEST KEY
+BDK = bytes.fromhex("FEDCBA9876543210F1F1F1F1F1F1F1F1")  # TEST KEY (X9.24-3-2017 Supplement)
+INITIAL_KEY_ID = bytes.fromhex("1234567890123456")
 PAN = "4761739001010010"
+
+
+def pin_pad() -> DukptPinPad:
+    dukpt = TerminalDukpt.load(derive_initial_key(BDK, INITIAL_KEY_ID), INITIAL_KEY_ID)
+    return DukptPinPad(TerminalKeys(MemorySecretStore(), dukpt))
+
+
+def host_pin(block: bytes, ksn: bytes) -> str:
+    """The PIN as the host reads it: its own PIN key for the KSN (X9.24-3-2017, 6.3.3)."""
+    key = working_key(host_transaction_key(BDK, ksn), ksn, KeyUsage.PIN_ENCRYPTION, KeyType.AES128)
+    return decipher_pinblock_iso_4(key, block, PAN)
 VISA = Candidate(bytes.fromhex("A0000000031010"), "VISA CREDIT", "Visa Credit", 2, False)
 CB = Candidate(bytes.fromhex("A0000000421010"), "CB", None, 1, False)
 MAESTRO = Candidate(bytes.fromhex("A0000000043060"), None, None, None, False)
@@ -82,22 +103,25 @@ def test_scripted_online_pin_without_pin_pad() -> None:
 
 
 def test_scripted_online_pin_with_pin_pad() -> None:
-    prompt = ScriptedPrompt(pin="1234", pin_pad=PinPad(KEY, key_id=bytes.fromhex("FFFF01")))
+    prompt = ScriptedPrompt(pin="1234", pin_pad=pin_pad())
     entry = prompt.enter_online_pin(online())
     assert entry.status == PinStatus.ENTERED
     assert entry.pin is None  # the PIN leaves the PIN pad enciphered only
     assert entry.pin_block is not None
-    assert decipher_pinblock_iso_4(KEY, entry.pin_block.reveal(), PAN) == "1234"
-    assert entry.key_serial == bytes.fromhex("FFFF01")
+    assert entry.key_serial == INITIAL_KEY_ID + bytes.fromhex("00000001")  # the first KSN
+    assert host_pin(entry.pin_block.reveal(), entry.key_serial) == "1234"
 
 
-def test_scripted_online_pin_without_key_id_has_no_serial() -> None:
-    entry = ScriptedPrompt(pin="1234", pin_pad=PinPad(KEY)).enter_online_pin(online())
-    assert entry.status == PinStatus.ENTERED and entry.key_serial is None
+def test_scripted_online_pins_each_have_their_own_ksn() -> None:
+    prompt = ScriptedPrompt(pins=["1111", "2222"], pin_pad=pin_pad())
+    first, second = prompt.enter_online_pin(online()), prompt.enter_online_pin(online())
+    assert first.key_serial is not None and second.key_serial is not None
+    assert second.key_serial == INITIAL_KEY_ID + bytes.fromhex("00000002")
+    assert second.pin_block is not None and host_pin(second.pin_block.reveal(), second.key_serial) == "2222"
 
 
 def test_scripted_online_pin_the_pad_refuses() -> None:
-    entry = ScriptedPrompt(pin="12", pin_pad=PinPad(KEY)).enter_online_pin(online())
+    entry = ScriptedPrompt(pin="12", pin_pad=pin_pad()).enter_online_pin(online())
     assert entry.status == PinStatus.PAD_UNAVAILABLE
 
 
@@ -134,7 +158,7 @@ class Console:
         self.secret_asked.append(text)
         return next(self._answers)
 
-    def prompt(self, pin_pad: PinPad | None = None) -> ConsolePrompt:
+    def prompt(self, pin_pad: DukptPinPad | None = None) -> ConsolePrompt:
         return ConsolePrompt(pin_pad=pin_pad, ask=self.ask, ask_secret=self.ask_secret, say=self.shown.append)
 
 
@@ -177,7 +201,7 @@ def test_console_offline_pin_is_read_as_a_secret() -> None:
 @pytest.mark.parametrize("typed", ["", "   "])
 def test_console_empty_pin_is_a_bypass(typed: str) -> None:
     assert Console(typed).prompt().enter_offline_pin(offline()).status == PinStatus.BYPASSED
-    assert Console(typed).prompt(PinPad(KEY)).enter_online_pin(online()).status == PinStatus.BYPASSED
+    assert Console(typed).prompt(pin_pad()).enter_online_pin(online()).status == PinStatus.BYPASSED
 
 
 def test_console_tries_left_and_last_try_in_the_prompt() -> None:
@@ -193,9 +217,9 @@ def test_console_tries_left_and_last_try_in_the_prompt() -> None:
 
 
 def test_console_online_pin() -> None:
-    entry = Console("4321").prompt(PinPad(KEY)).enter_online_pin(online())
-    assert entry.status == PinStatus.ENTERED and entry.pin_block is not None
-    assert decipher_pinblock_iso_4(KEY, entry.pin_block.reveal(), PAN) == "4321"
+    entry = Console("4321").prompt(pin_pad()).enter_online_pin(online())
+    assert entry.status == PinStatus.ENTERED and entry.pin_block is not None and entry.key_serial is not None
+    assert host_pin(entry.pin_block.reveal(), entry.key_serial) == "4321"
     assert Console("4321").prompt().enter_online_pin(online()).status == PinStatus.PAD_UNAVAILABLE
 
 
