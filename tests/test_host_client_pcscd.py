@@ -1,0 +1,134 @@
+"""`tpe sale` end to end: the card through a real pcscd (vpcd), the authorization over TLS on
+loopback to `tpe sim host`, both as subprocesses, with a configuration file written here.
+
+TEST KEYS only: the test PKI is made in tmp by `make_test_pki`; the DUKPT keys are the
+simulator's (sim/host/*.toml).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sim import pcscd
+from sim.card.profile import load_profile
+from sim.host.ledger import Ledger
+from sim.host.test_pki import TestPki, make_test_pki
+
+pytestmark = pytest.mark.pcscd
+TPE = [sys.executable, "-m", "firmware.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "firmware" / "defaults" / "terminal.toml"
+
+
+class SimHost:
+    """`tpe sim host` as a child process, stopped by its own PID."""
+
+    def __init__(self, pki: Path, ledger: Path) -> None:
+        self.process = subprocess.Popen(
+            [*TPE, "sim", "host", "--listen", "127.0.0.1:0", "--pki", str(pki), "--ledger", str(ledger)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        assert self.process.stdout is not None
+        banner = self.process.stdout.readline().strip()
+        if not banner.startswith("ok host listening on "):
+            self.stop()
+            pytest.fail(f"tpe sim host did not start: {banner!r}")
+        self.port = int(banner.rpartition(":")[2])
+
+    def command(self, line: str) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@pytest.fixture
+def sim_host(tmp_path: Path) -> Iterator[tuple[SimHost, TestPki, Path]]:
+    pki = make_test_pki(tmp_path / "pki")
+    ledger = tmp_path / "ledger.sqlite3"
+    host = SimHost(pki.folder, ledger)
+    yield host, pki, ledger
+    host.stop()
+
+
+def write_config(tmp_path: Path, port: int, pki: TestPki) -> Path:
+    """The packaged default with a [host] on the simulator and the state in tmp."""
+    path = tmp_path / "terminal.toml"
+    path.write_text(DEFAULT_CONFIG.read_text() + f"""
+[host]
+address = "127.0.0.1"
+port = {port}
+server_name = "localhost"
+ca_file = "pki/{pki.host_ca_cert.name}"
+cert_file = "pki/{pki.terminal_cert.name}"
+key_file = "pki/{pki.terminal_key.name}"
+acquirer_id = "12345"
+timeout = 10
+
+[state]
+folder = "state"
+""")
+    return path
+
+
+def sale(daemon: pcscd.PrivatePcscd, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TPE, "-v", "sale", *args], env=daemon.client_env(), cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_tpe_sale_approved_online_by_tpe_sim_host(pcscd_daemon, server, sim_host, tmp_path: Path) -> None:
+    host, pki, ledger = sim_host
+    config = write_config(tmp_path, host.port, pki)
+    server("visa_cda_online")
+    result = sale(pcscd_daemon, "100.00", "--pin", "1234", "--json", "--config", str(config),
+                  "--reader", "Virtual PCD")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert out["kind"] == "approved_online"
+    assert (out["first_cryptogram_type"], out["cryptogram_type"]) == ("ARQC", "TC")
+    assert out["issuer_authentication"] == "passed"
+    assert out["authorizer"] == f"acquirer host 127.0.0.1:{host.port}"
+    assert out["prompts"] == ["confirm_amount", "enter_online_pin"]
+    assert out["host"]["response_code"] == "00" and out["host"]["reversals"] == []
+    app = load_profile("visa_cda_online").applications[0]
+    assert app.pan not in result.stdout + result.stderr
+    assert host.command("quit") == "ok host stopped"
+    host.process.wait(10)
+    with Ledger(ledger) as book:
+        (entry,) = book.entries()
+    assert entry.approved and not entry.reversed and entry.amount == 10000 and entry.currency == 978
+    assert entry.rrn == out["host_reference"] and int(entry.stan) == out["host"]["stan"]
+    assert (tmp_path / "state" / "host.sqlite3").is_file()  # the terminal's state went where configured
+
+
+def test_tpe_sale_text_shows_the_host_answer_and_the_reversal(pcscd_daemon, server, sim_host,
+                                                              tmp_path: Path) -> None:
+    host, pki, ledger = sim_host
+    config = write_config(tmp_path, host.port, pki)
+    config.write_text(config.read_text().replace("timeout = 10", "timeout = 1"))
+    server("visa_cda_online")
+    assert host.command("drop") == "ok drop 1"  # the 0200 is booked, its answer lost
+    result = sale(pcscd_daemon, "100.00", "--pin", "1234", "--config", str(config))
+    assert result.returncode in (0, 5), result.stdout + result.stderr
+    assert f"acquirer host 127.0.0.1:{host.port}" in result.stdout
+    assert "Host link   no answer within 1 s" in result.stdout
+    assert "Reversal    0400 of STAN 000001 (reason 68): acknowledged (00)" in result.stdout
+    assert host.command("quit") == "ok host stopped"
+    host.process.wait(10)
+    with Ledger(ledger) as book:
+        (entry,) = book.entries()
+    assert entry.reversed
