@@ -96,12 +96,21 @@ class Accounts:
         unknown = sorted((set(rules.balances) | set(rules.blocked)) - profiles)
         if unknown:
             raise AccountError(f"no simulator profile {unknown[0]!r}")
+        # One account per card number, which several profiles may share (one card in several
+        # states): a balance or block set for any of them applies to the card.
+        cards: dict[str, list[IssuedCard]] = {}
+        for card in issuer.cards:
+            cards.setdefault(pan_token(card.app.pan), []).append(card)
         with ledger.transaction():
-            for card in issuer.cards:
-                token = pan_token(card.app.pan)
-                ledger.open_account(token, card.profile, masked(card.app.pan), int(card.app.currency),
-                                    rules.balances.get(card.profile, rules.opening_balance))
-                if card.profile in rules.blocked:
+            for token, same in cards.items():
+                names = sorted({card.profile for card in same})
+                openings = {rules.balances[name] for name in names if name in rules.balances}
+                if len(openings) > 1:
+                    raise AccountError(f"profiles {', '.join(names)} share one card: give it one balance")
+                first = same[0].app
+                ledger.open_account(token, ",".join(names), masked(first.pan), int(first.currency),
+                                    openings.pop() if openings else rules.opening_balance)
+                if rules.blocked & set(names):
                     ledger.set_blocked(token, True)
 
     def tokens(self, profile: str) -> list[str]:

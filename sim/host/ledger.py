@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS answers (
     mti TEXT NOT NULL,
     stan TEXT NOT NULL,
     transmission TEXT NOT NULL,
+    digest TEXT NOT NULL,
     fields TEXT NOT NULL,
     created_at TEXT NOT NULL,
     PRIMARY KEY (terminal_id, mti, stan, transmission)
@@ -148,6 +149,14 @@ class Account:
     opening: int
     blocked: bool
     wrong_pins: int
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The host's own fields of an answer, and the digest of the request it answered."""
+
+    digest: str
+    fields: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -341,16 +350,17 @@ class Ledger:
 
     # --- answers (idempotency) -------------------------------------------------------------
 
-    def answer(self, terminal_id: str, mti: str, stan: str, transmission: str) -> dict[str, str] | None:
-        row = self._db.execute("SELECT fields FROM answers WHERE terminal_id = ? AND mti = ? AND stan = ? "
-                               "AND transmission = ?", (terminal_id, mti, stan, transmission)).fetchone()
-        return dict(json.loads(row[0])) if row is not None else None
+    def answer(self, terminal_id: str, mti: str, stan: str, transmission: str) -> StoredAnswer | None:
+        row = self._db.execute("SELECT digest, fields FROM answers WHERE terminal_id = ? AND mti = ? "
+                               "AND stan = ? AND transmission = ?",
+                               (terminal_id, mti, stan, transmission)).fetchone()
+        return StoredAnswer(row[0], dict(json.loads(row[1]))) if row is not None else None
 
-    def remember(self, terminal_id: str, mti: str, stan: str, transmission: str,
+    def remember(self, terminal_id: str, mti: str, stan: str, transmission: str, digest: str,
                  fields: Mapping[str, str]) -> None:
-        """What the host answered (its own fields: 37, 38, 39, 55), for a repeat."""
-        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                         (terminal_id, mti, stan, transmission, json.dumps(dict(fields)), _now()))
+        """What the host answered (its own fields: 37, 38, 39, 55) to the request of `digest`."""
+        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (terminal_id, mti, stan, transmission, digest, json.dumps(dict(fields)), _now()))
 
     # --- reconciliation --------------------------------------------------------------------
 

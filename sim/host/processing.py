@@ -13,9 +13,11 @@ The rules, docs/host-protocol.md being the reference of the messages:
   its MTI, the fields its answer must echo and field 53 can be read; otherwise there is no
   answer and the server closes the connection.
 - Repeats are idempotent: a request whose terminal (41), MTI (0221 counting as 0220, 0401 as
-  0400), STAN (11) and transmission time (7) the host has answered before gets the same answer
-  again and books nothing. A 0100/0200/0220 reusing the STAN of another card transaction of the
-  terminal's open batch is answered '94' (duplicate transmission) and not booked.
+  0400), STAN (11) and transmission time (7) the host has answered before, with the same fields
+  (but 53 and the MAC, which a repeat renews), gets the same answer again and books nothing.
+  Another request under the same terminal, MTI, STAN and field 7, or a 0100/0200/0220 reusing
+  the STAN of another card transaction of the terminal's open batch, is answered '94'
+  (duplicate transmission) and not booked.
 - Authorizations follow `sim.host.accounts`; the answer carries '91' (ARPC) when the ARQC
   verified, and the armed issuer scripts on approval.
 - Reversals of an unknown transaction are acknowledged '00' with nothing booked; of a
@@ -31,7 +33,9 @@ The rules, docs/host-protocol.md being the reference of the messages:
 from __future__ import annotations
 
 import datetime
+import hashlib
 import hmac
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -105,6 +109,16 @@ def error_response(request: Mapping[str, str], code: str) -> Fields | None:
     return None
 
 
+def request_digest(request: Mapping[str, str]) -> str:
+    """SHA-256 of what makes a request the same one again: every field but the KSN and the MAC,
+    which a repeat renews, with a repeat's MTI (0221, 0401) as its original's. PAN, track 2 and
+    PIN block are left out (the digest is stored): field 55's cryptogram tells cards apart."""
+    mti = str(request.get("t"))
+    same = {key: value for key, value in request.items() if key not in ("2", "35", "52", "53", "64", "128")}
+    same["t"] = _REPEAT_OF.get(mti, mti)
+    return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
+
+
 def _tlv_values(data: bytes) -> dict[int, bytes]:
     return dict(tlv.primitives(tlv.decode(data)))
 
@@ -154,14 +168,15 @@ class HostProcessor:
         terminal, stan, sent = request["41"], request["11"], request["7"]
         where = f"terminal {terminal!r} STAN {stan} KSN {format_ksn(keys.ksn)}"
         with self.ledger.transaction():
+            digest = request_digest(request)
             stored = self.ledger.answer(terminal, base, stan, sent)
-            if stored is not None:
-                return self._reply(request, keys, stored, f"{mti} {where}: repeat, answered as before")
-            if base in _CARD_MTIS and self.ledger.open_stan_in_use(terminal, stan):
+            if stored is not None and stored.digest == digest:
+                return self._reply(request, keys, stored.fields, f"{mti} {where}: repeat, answered as before")
+            if stored is not None or (base in _CARD_MTIS and self.ledger.open_stan_in_use(terminal, stan)):
                 return self._reply(request, keys, {"39": Code.DUPLICATE},
-                                   f"{mti} {where}: STAN already used in the open batch, not booked")
+                                   f"{mti} {where}: STAN already used by another request, not booked")
             host_fields, booked, note = self._process(base, request, keys)
-            self.ledger.remember(terminal, base, stan, sent, host_fields)
+            self.ledger.remember(terminal, base, stan, sent, digest, host_fields)
         answer = self._reply(request, keys, host_fields, f"{mti} {where}: {note}")
         return Answer(answer.data, answer.summary, booked)
 
