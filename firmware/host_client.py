@@ -343,18 +343,24 @@ class HostClient:
         12, 13).
         """
         async with self._lock:
-            pin_keys = self._pin_keys(request)
             report = AuthorizationReport()
             self.last = report
             self._approved = None
-            report.reversals += await self._send_pending()
-            stan = self._next_stan()
-            report.stan = stan
             try:
+                pin_keys = self._pin_keys(request)
+            except HostClientError as exc:
+                log.error("host link: authorization not sent: %s", exc)
+                report.problem = f"not sent: {exc}"
+                return OnlineResponse.unable()
+            report.reversals += await self._send_pending()
+            try:
+                stan = report.stan = self._next_stan()
+                keys = pin_keys or self._begin()
                 fields = messages.financial_request(request, acceptor=self._acceptor, stan=stan, at=at)
-                answer = await self._exchange(fields, pin_keys or self._begin())
-            except (MessageError, StreamError, FrameError) as exc:
-                log.warning("host link: STAN %06d not sent: %s", stan, exc)
+                answer = await self._exchange(fields, keys)
+            except (HostClientError, MessageError, StreamError, FrameError) as exc:
+                # nothing left: no reversal is owed (the STAN, if taken, stays unused)
+                log.warning("host link: authorization not sent: %s", exc)
                 report.problem = f"not sent: {exc}"
                 return OnlineResponse.unable()
             except _NoAnswer as exc:

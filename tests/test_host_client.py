@@ -216,6 +216,36 @@ def test_an_approval_the_card_then_declines_is_reversed(rig: Rig) -> None:
     assert client.last is not None and client.last.reversals == [report]
 
 
+def test_an_approval_this_terminal_cannot_honour_is_declined_and_reversed(rig: Rig) -> None:
+    client, authorizer, keys = rig.terminal()
+    rig.host.faults.decline_next(1, "10")  # approved for a partial amount (docs/host-protocol.md)
+    run = rig.sale(authorizer, keys)
+    assert run.outcome.kind is OutcomeKind.DECLINED_ONLINE
+    assert client.last is not None and client.last.response_code == "10"
+    (reversal,) = client.last.reversals
+    assert (reversal.mti, reversal.reason, reversal.acknowledged) == ("0400", "17", True)
+    answer_rrn = rig.host.ledger.entries()[0].rrn
+    sent = card_requests(rig)[-1]
+    assert sent["t"] == "0400" and sent["37"] == answer_rrn  # the response's reference goes back
+    assert rig.pending() == []
+
+
+def test_a_pin_block_of_another_ksn_is_never_sent(rig: Rig) -> None:
+    client, authorizer, keys = rig.terminal()
+
+    class OtherKsn:
+        label = "changes the KSN of the PIN block"
+
+        def authorize(self, request: Any) -> Any:
+            return authorizer.authorize(dataclasses.replace(request, pin_key_serial=bytes(12)))
+
+    prompt = ScriptedPrompt(pin="1234", pin_pad=DukptPinPad(keys))
+    run = transact(fresh_card("visa_cda_online"), CONFIG.kernel, AMOUNT, prompt=prompt, authorizer=OtherKsn())
+    assert run.outcome.kind in UNABLE
+    assert client.last is not None and client.last.problem is not None and "KSN" in client.last.problem
+    assert rig.seen == [] and rig.pending() == []
+
+
 # --- no answer: the reversal first -----------------------------------------------------------
 
 def test_timeout_records_one_reversal_before_the_0400_then_repeats_0401_after_a_drop(rig: Rig) -> None:
@@ -270,7 +300,7 @@ def test_a_late_answer_is_ignored_and_the_reversal_sent_again_later(rig: Rig) ->
     (owed,) = rig.pending()
     assert owed.attempts == 1
     rig.host.faults.set_delay(0)
-    time.sleep(1.0 * TIMEOUT)  # the late 0410 of the first 0400 arrives meanwhile
+    time.sleep(1.5 * TIMEOUT)  # the late 0410 of the first 0400 arrives meanwhile, and is dropped
     (report,) = rig.run(client.send_reversals())
     assert report.mti == "0401" and report.acknowledged
     assert rig.pending() == []
