@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import logging
 import tomllib
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -35,12 +36,13 @@ from test_host_sim_support import (
 from emv import tlv
 from emv.requests import OnlineRequest
 from emv.sensitive import Sensitive, pan_token
-from firmware.dukpt import derive_initial_key
+from firmware.dukpt import DukptError, derive_initial_key
 from firmware.messages import Fields
 from sim.card.issuer import IssuerScripts
 from sim.card.profile import load_profile
 from sim.host.accounts import AccountRules
-from sim.host.server import HostSimulator
+from sim.host.keys import KeyFileError, load_host_keys
+from sim.host.server import HostError, HostSimulator
 from sim.host.test_pki import make_test_pki
 
 try:
@@ -403,3 +405,51 @@ def test_the_ledger_is_a_file_others_can_read_while_the_host_writes(pki_dir: Pat
     with_host(pki_dir, test, ledger=path)
     with Ledger(path) as again:
         assert len(again.entries()) == 1
+
+
+# --- What the host says about itself --------------------------------------------------------
+
+def test_logs_hold_no_card_data(pki_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    secrets: list[str] = []
+
+    async def test(host: HostSimulator, terminal: Terminal) -> None:
+        _, link = await live_sale(terminal, host.port, "visa_cda_online", pin=WRONG_PIN)
+        fields, data, keys = terminal.sale(kernel_request("visa_cda_online"))
+        secrets.extend([fields["2"], fields["35"], fields["52"]])
+        await terminal.exchange(host.port, data[:-1] + bytes([data[-1] ^ 1]), keys)  # wrong MAC
+        secrets.extend([link.sent[0]["2"], link.sent[0]["35"], link.sent[0]["52"]])
+
+    with caplog.at_level(logging.DEBUG):
+        with_host(pki_dir, test)
+    assert "MAC does not verify" in caplog.text and "-> 55" in caplog.text
+    for secret in secrets:
+        assert secret not in caplog.text
+    assert WRONG_PIN not in caplog.text
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ('bdk_id = "12345678"', "bdk: missing"),
+    ('bdk = "XYZ"\nbdk_id = "12345678"', "bdk: not hexadecimal"),
+    ('bdk = "00112233"\nbdk_id = "12345678"', "bdk: 4 bytes, 16 expected"),
+    ('bdk = "00112233445566778899AABBCCDDEEFF"\nbdk_id = "12345678"\nextra = 1', "extra: unknown key"),
+    ("bdk = ", "not TOML"),
+])
+def test_a_bad_key_file_is_refused_without_showing_the_key(tmp_path: Path, text: str, reason: str) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_text(text)
+    with pytest.raises(KeyFileError) as caught:
+        load_host_keys(path)
+    assert reason in str(caught.value) and "00112233" not in str(caught.value)
+
+
+def test_the_host_keys_refuse_a_ksn_of_another_bdk() -> None:
+    keys = load_host_keys()
+    with pytest.raises(DukptError):
+        keys.request_keys(bytes.fromhex("87654321" "90123456" "00000001"))
+    assert "FEDCBA" not in repr(keys).upper()
+
+
+def test_a_folder_that_is_not_a_test_pki_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a PKI")
+    with pytest.raises(HostError):
+        HostSimulator(tmp_path)
