@@ -35,6 +35,7 @@ from firmware import cli, messages
 from firmware.messages import Fields, MacError, NetworkCode, ReversalReason, SchemeTotals
 from firmware.tls_stream import StreamClosed
 from sim.card.profile import load_profile
+from sim.host.ledger import Ledger, LedgerError
 from sim.host.server import HostSimulator
 from sim.host.test_pki import make_test_pki
 from sim.inprocess import fresh_card, transact
@@ -159,6 +160,8 @@ def test_an_offline_approval_is_booked_once(pki_dir: Path) -> None:
         assert first["t"] == "0230" and first["39"] == "00"
         again = await send(host, terminal, messages.repeat(advice))
         assert again["39"] == "00" and again["37"] == first["37"]
+        duplicate = await send(host, terminal, advice)  # the original sent twice
+        assert duplicate["39"] == "00" and duplicate["37"] == first["37"]
         [entry] = host.ledger.entries()
         assert entry.advice and entry.approved and entry.mti == "0220" and entry.amount == 1000
         assert entry.rid == VISA.hex().upper()
@@ -350,3 +353,31 @@ def test_tpe_sim_host_ledger_prints_entries_without_card_numbers(pki_dir: Path, 
     text = capsys.readouterr().out
     assert len(text.splitlines()) == 2 and pan not in text
     assert cli.main(["sim", "host", "ledger", "--ledger", str(tmp_path / "missing.sqlite3")]) == 2
+
+
+def test_a_file_that_is_not_a_ledger_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "not-a-ledger.sqlite3"
+    path.write_bytes(b"this is not an SQLite database, just text" * 100)
+    with pytest.raises(LedgerError):
+        Ledger(path)
+    assert cli.main(["sim", "host", "ledger", "--ledger", str(path)]) == 2
+    assert capsys.readouterr().out.startswith("error ")
+
+
+def test_ledger_entries_by_terminal_and_card(pki_dir: Path) -> None:
+    other = messages.Acceptor(terminal_id="TERM0002", merchant_id="MERCHANT0000002", acquirer_id="12345")
+
+    async def test(host: HostSimulator, terminal: Terminal) -> None:
+        await sale(host, terminal, "visa_cda_online")
+        second = Terminal(host.pki, other)
+        _, data, keys = second.sale(kernel_request("mastercard_cda"))
+        await second.exchange(host.port, data, keys)
+        ledger = host.ledger
+        assert [e.terminal_id for e in ledger.entries()] == ["TERM0001", "TERM0002"]
+        assert [e.terminal_id for e in ledger.entries(terminal_id="TERM0002")] == ["TERM0002"]
+        token = pan_token(load_profile("visa_cda_online").applications[0].pan)
+        assert [e.terminal_id for e in ledger.entries(pan_token=token)] == ["TERM0001"]
+        account = ledger.account(token)
+        assert account is not None and "visa_cda_online" in account.profile.split(",")
+
+    with_host(pki_dir, test)
