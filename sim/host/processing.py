@@ -51,7 +51,7 @@ from firmware import messages
 from firmware.dukpt import DukptError, format_ksn
 from firmware.iso8583_spec import MAC_LENGTH, MANDATORY, PRESENCE, RESPONSE_OF, SPEC
 from firmware.messages import Fields, MacError, MessageError, Mti
-from sim.card.issuer import ArqcStatus, IssuerScripts, SimulatedIssuer
+from sim.card.issuer import ArqcStatus, IssuedCard, IssuerScripts, SimulatedIssuer
 from sim.host.accounts import Accounts, Code, masked
 from sim.host.faults import Faults
 from sim.host.keys import HostKeys, RequestKeys
@@ -264,7 +264,7 @@ class HostProcessor:
             code, note = Code.FORMAT_ERROR, "field 55 unusable"
         elif check is None:
             code, note = Code.INVALID_CARD, "card unknown to the simulated issuer"
-        elif not check.verified:
+        elif not check.verified or check.card is None:
             code, note = Code.DO_NOT_HONOUR, "ARQC does not verify"
         else:
             code, note = self._decide(request, keys, chip, check.card)
@@ -284,7 +284,7 @@ class HostProcessor:
         return answer, True, f"{note}, booked as entry {entry.id}"
 
     def _decide(self, request: Fields, keys: RequestKeys, chip: Mapping[int, bytes],
-                card: Any) -> tuple[str, str]:
+                card: IssuedCard) -> tuple[str, str]:
         signed = chip.get(_TAG_AMOUNT, b"").hex()
         if not signed.isdigit() or int(signed) != int(request["4"]):
             return Code.INVALID_AMOUNT, "field 4 is not the amount the card signed ('9F02')"
