@@ -17,6 +17,20 @@ TPE = [sys.executable, "-m", "firmware.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def terminal_state_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The terminal's durable state (STAN, DUKPT registers, reversals) of every `tpe` run in the
+    tests, in-process or child process, goes to a folder of the test session, never ~/.local."""
+    folder = tmp_path_factory.mktemp("xdg-state")
+    previous = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def pcscd_daemon() -> Iterator[pcscd.PrivatePcscd]:
     """A pcscd of the test session's own; a missing pcscd or vpcd fails the test, saying what

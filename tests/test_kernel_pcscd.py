@@ -40,7 +40,9 @@ def test_scenario_through_pcscd(pcscd_daemon, serve_card, case: Case) -> None:
 
 def sale(daemon: pcscd.PrivatePcscd, *args: str,
          verbose: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TPE, *verbose, "sale", *args], env=daemon.client_env(), cwd=ROOT,
+    # the packaged configuration has no [host]: these sales go to the scripted issuer
+    issuer = () if "--no-host" in args else ("--scripted-issuer",)
+    return subprocess.run([*TPE, *verbose, "sale", *args, *issuer], env=daemon.client_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 

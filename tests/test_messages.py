@@ -692,13 +692,11 @@ def test_a_real_online_request_becomes_a_0200() -> None:
     capture = Capture()
     simulated_sale("visa_cda_online", 6000, capture)
     request = capture.seen[0]
-    if request.pin_block is not None:
-        # the PIN pad's fixed test key has no DUKPT KSN yet: refused until it has one
-        with pytest.raises(m.MessageError, match="KSN"):
-            m.financial_request(request, acceptor=ACCEPTOR, stan=1, at=AT)
-        request = dataclasses.replace(request, pin_key_serial=KSN)
+    # the PIN pad's block comes with the DUKPT KSN of its key (firmware/pin_pad.py)
+    assert request.pin_block is not None and request.pin_key_serial is not None
     fields = m.unpack(m.pack(m.financial_request(request, acceptor=ACCEPTOR, stan=1, at=AT)))
     assert fields["2"] == request.pan.reveal()
+    assert bytes.fromhex(fields["53"]) == request.pin_key_serial
     assert bytes.fromhex(fields["55"]) == request.chip_data
     chip = dict(tlv.primitives(tlv.decode(bytes.fromhex(fields["55"]))))
     assert chip[0x9F27][0] & 0xC0 == 0x80  # ARQC
