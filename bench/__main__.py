@@ -139,6 +139,115 @@ def bench_kernel(results: dict[str, float]) -> None:
     results["kernel_offline_dda_apdus"] = apdus
 
 
+def bench_host(results: dict[str, float]) -> None:
+    """The acquirer link on loopback: `tpe sim host` in its own process, terminals here."""
+    import asyncio
+    import datetime
+    import tempfile
+
+    from firmware import messages
+    from firmware.config import HostConfig, load_config
+    from firmware.host_client import EventLoopThread, HostClient
+    from firmware.host_store import HostStore
+    from firmware.prompts import ScriptedPrompt
+    from firmware.terminal_keys import TerminalKeys
+    from sim.inprocess import fresh_card, transact
+
+    config = load_config()
+    keys_file = ROOT / "sim" / "host" / "terminal_test_keys.toml"
+
+    class Capture:
+        label = "capture"
+        request = None
+
+        def authorize(self, request):  # type: ignore[no-untyped-def]
+            Capture.request = request
+            from emv.requests import OnlineResponse
+            return OnlineResponse.unable()
+
+    # A real ARQC request without PIN (signature card); the host answers every copy in full.
+    transact(fresh_card("sda_only"), config.kernel, 1000, authorizer=Capture(), prompt=ScriptedPrompt())
+    request = Capture.request
+    at = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
+
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        host = subprocess.Popen(
+            [sys.executable, "-m", "firmware.cli", "sim", "host", "--listen", "127.0.0.1:0",
+             "--pki", str(tmp / "pki"), "--ledger", str(tmp / "ledger.sqlite3")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        thread = EventLoopThread("bench-host")
+        try:
+            assert host.stdout is not None
+            line = host.stdout.readline().strip()
+            port = int(line.rsplit(":", 1)[1])
+            from sim.host.server import load_or_make_pki
+
+            pki = load_or_make_pki(tmp / "pki")  # the files the host made at its start
+
+            def terminal(number: int) -> HostClient:
+                store = HostStore(tmp / f"terminal{number}" / "host.sqlite3")
+                keys = TerminalKeys.open(store, keys_file)
+                host_config = HostConfig(
+                    address="127.0.0.1", port=port, server_name="localhost",
+                    ca_file=pki.host_ca_cert, cert_file=pki.terminal_cert, key_file=pki.terminal_key,
+                    acquirer_id="12345", timeout=10.0)
+                acceptor = messages.Acceptor(terminal_id=f"TPE{number:05d}", merchant_id="000000000000001",
+                                             acquirer_id="12345")
+                return HostClient(host_config, store, keys, acceptor)
+
+            one = terminal(0)
+            thread.run(one.authorize(request, at=at))  # warm: TLS handshake, caches
+            codes: list[str] = []
+            count = 300
+            started = time.perf_counter()
+            for _ in range(count):
+                thread.run(one.authorize(request, at=at))
+                codes.append(one.last.response_code or "-")
+            elapsed = time.perf_counter() - started
+            if "-" in codes:
+                raise RuntimeError("an authorization got no answer")
+            results["host_authorizations_per_second_warm_tls"] = round(count / elapsed, 1)
+            results["host_authorization_ms_mean_warm_tls"] = round(elapsed / count * 1000, 2)
+            fields = messages.financial_request(request, acceptor=messages.Acceptor(
+                terminal_id="TPE00000", merchant_id="000000000000001", acquirer_id="12345"),
+                stan=1, at=at)
+            keyset = TerminalKeys.open(HostStore(tmp / "size" / "host.sqlite3"), keys_file).begin()
+            packed = messages.attach_mac(fields, keyset.request_mac, ksn=keyset.ksn)
+            results["host_authorization_request_bytes"] = len(packed) + 2  # with the length prefix
+
+            terminals = [terminal(n) for n in range(1, 51)]
+
+            async def busy(client: HostClient, rounds: int) -> int:
+                done = 0
+                for _ in range(rounds):
+                    await client.authorize(request, at=at)
+                    done += client.last.response_code is not None
+                return done
+
+            async def all_of_them() -> int:
+                return sum(await asyncio.gather(*(busy(c, 1) for c in terminals)))  # connect all
+
+            thread.run(all_of_them())
+            rounds = 6
+
+            async def measured() -> int:
+                return sum(await asyncio.gather(*(busy(c, rounds) for c in terminals)))
+
+            started = time.perf_counter()
+            answered = thread.run(measured())
+            elapsed = time.perf_counter() - started
+            if answered != rounds * len(terminals):
+                raise RuntimeError(f"{rounds * len(terminals) - answered} authorizations unanswered")
+            results["host_authorizations_per_second_50_terminals"] = round(answered / elapsed, 1)
+            for client in [one, *terminals]:
+                thread.run(client.close())
+        finally:
+            thread.stop()
+            host.terminate()
+            host.wait(10)
+
+
 def bench_pcscd(results: dict[str, float]) -> None:
     from sim import pcscd
 
@@ -179,6 +288,7 @@ def main() -> int:
     results: dict[str, float] = {}
     bench_inprocess(results)
     bench_kernel(results)
+    bench_host(results)
     bench_pcscd(results)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(results.items()):
