@@ -132,3 +132,51 @@ def test_tpe_sale_text_shows_the_host_answer_and_the_reversal(pcscd_daemon, serv
     with Ledger(ledger) as book:
         (entry,) = book.entries()
     assert entry.reversed
+
+
+def test_tpe_sale_wrong_pin_and_issuer_decline_through_the_host(pcscd_daemon, server, sim_host,
+                                                                tmp_path: Path) -> None:
+    host, pki, ledger = sim_host
+    config = write_config(tmp_path, host.port, pki)
+    server("visa_cda_online")
+    wrong = sale(pcscd_daemon, "100.00", "--pin", "9999", "--json", "--config", str(config))
+    assert wrong.returncode == 5, wrong.stdout + wrong.stderr
+    out = json.loads(wrong.stdout)
+    assert (out["kind"], out["reason"]) == ("declined_online", "issuer_declined")
+    assert out["host"]["response_code"] == "55"
+    assert out["cryptogram_type"] == "AAC"
+    assert host.command("decline 1 05").startswith("ok")
+    good_pin = ("100.00", "--pin", "1234", "--json", "--config", str(config))
+    declined = json.loads(sale(pcscd_daemon, *good_pin).stdout)
+    assert (declined["kind"], declined["host"]["response_code"]) == ("declined_online", "05")
+    approved = json.loads(sale(pcscd_daemon, *good_pin).stdout)
+    assert approved["kind"] == "approved_online"
+    assert host.command("quit") == "ok host stopped"
+    host.process.wait(10)
+    with Ledger(ledger) as book:
+        entries = book.entries()
+    assert [e.response_code for e in entries] == ["55", "05", "00"]
+    assert [e.approved for e in entries] == [False, False, True]
+
+
+def test_an_unacknowledged_reversal_is_repeated_before_the_next_sale_and_booked_once(
+        pcscd_daemon, server, sim_host, tmp_path: Path) -> None:
+    host, pki, ledger = sim_host
+    config = write_config(tmp_path, host.port, pki)
+    config.write_text(config.read_text().replace("timeout = 10", "timeout = 1"))
+    server("visa_cda_online")
+    assert host.command("drop 2") == "ok drop 2"  # the 0200's answer and the 0400's answer are lost
+    first = sale(pcscd_daemon, "100.00", "--pin", "1234", "--config", str(config))
+    assert "Reversal    0400 of STAN 000001" in first.stdout, first.stdout + first.stderr
+    assert "acknowledged" not in first.stdout
+    second = sale(pcscd_daemon, "50.00", "--pin", "1234", "--json", "--config", str(config))
+    out = json.loads(second.stdout)
+    assert out["kind"] == "approved_online", second.stdout + second.stderr
+    assert [r["mti"] for r in out["host"]["reversals"]] == ["0401"]
+    assert host.command("quit") == "ok host stopped"
+    host.process.wait(10)
+    with Ledger(ledger) as book:
+        entries = book.entries()
+    # the first sale booked once and reversed once (0400 then its repeat 0401), the second booked
+    assert len(entries) == 2 and entries[0].reversed and not entries[1].reversed
+    assert entries[1].approved and entries[1].amount == 5000
