@@ -209,6 +209,16 @@ def _sim_host_ledger(args: argparse.Namespace) -> int:
     return print_ledger(args.ledger, as_json=args.json)
 
 
+def _sim_modem(args: argparse.Namespace) -> int:
+    from sim.modem.serve import serve
+
+    conditions = {"rtt_ms": args.rtt, "bandwidth_kbit": args.bandwidth, "signal_dbm": args.signal,
+                  "registration": args.register, "technology": args.technology,
+                  "open_delay_ms": args.open_delay, "attach_ms": args.attach, "required_apn": args.apn}
+    return serve(args.dialect, pin=args.pin, conditions=conditions, reboot_seconds=args.reboot_seconds,
+                 seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tpe", description="Open card-payment terminal firmware.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -285,6 +295,32 @@ def build_parser() -> argparse.ArgumentParser:
     host_ledger.add_argument("--ledger", type=Path, required=True, metavar="FILE")
     host_ledger.add_argument("--json", action="store_true", help="print one JSON array")
     host_ledger.set_defaults(func=_sim_host_ledger)
+
+    sim_modem = sim.add_parser(
+        "modem", help="a simulated cellular module (Quectel or SIMCom AT dialect) on a pty",
+        description="Answers AT commands on a pseudo-terminal like a Quectel EC2x or SIMCom SIM7600 "
+                    "module; its data sockets are real TCP connections over a simulated radio. Prints "
+                    "'ok modem DIALECT on PATH' when ready, then reads commands on standard input (rtt, "
+                    "bandwidth, signal, register, close-sockets, cme N next, slow, garbage, reboot, "
+                    "status, quit; see sim/modem/serve.py).")
+    sim_modem.add_argument("--dialect", choices=("quectel", "simcom"), default="quectel")
+    sim_modem.add_argument("--rtt", type=float, default=0.0, metavar="MS", help="round-trip time (default 0)")
+    sim_modem.add_argument("--bandwidth", type=float, metavar="KBIT",
+                           help="radio bandwidth each way in kbit/s (default unlimited)")
+    sim_modem.add_argument("--signal", type=int, default=-75, metavar="DBM",
+                           help="signal level (default -75)")
+    sim_modem.add_argument("--pin", help="the SIM asks for this PIN (default: no PIN)")
+    sim_modem.add_argument("--register", default="home",
+                           choices=("home", "roaming", "denied", "searching", "none"))
+    sim_modem.add_argument("--technology", default="4G", choices=("2G", "3G", "4G"))
+    sim_modem.add_argument("--open-delay", type=float, default=20.0, metavar="MS",
+                           help="the module's own time to open a socket or a context, on top of one RTT")
+    sim_modem.add_argument("--attach", type=float, default=0.0, metavar="MS",
+                           help="time searching before registering after start or PIN entry")
+    sim_modem.add_argument("--apn", help="the network accepts only this APN")
+    sim_modem.add_argument("--reboot-seconds", type=float, default=1.0, metavar="S")
+    sim_modem.add_argument("--seed", type=int, help="seed of the random garbage and addresses")
+    sim_modem.set_defaults(func=_sim_modem)
     return parser
 
 
