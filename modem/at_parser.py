@@ -153,6 +153,12 @@ class AtParser:
         self._data = bytearray()
         self._data_after_line: int | None = None  # expect_data() armed for the partial line
 
+    @property
+    def line_pending(self) -> bool:
+        """Whether bytes of an unfinished line are buffered (the next line or final result
+        event completes it)."""
+        return bool(self._buf) and not self._discarding and self._data_left is None
+
     def expect_data(self, length: int) -> None:
         """The next `length` bytes after the end of the current line are binary.
 

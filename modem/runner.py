@@ -12,6 +12,9 @@ the oldest `wait_for_urc` of its prefix, else to a short backlog that lasts unti
 command is written, so that the URC announcing the result of a command (`+QIOPEN:`,
 `+CIPOPEN:`, `+CIPSEND:`) is not lost when it arrives before the driver starts waiting for it.
 
+A line the modem had begun to send before the command was written (its start already read) is
+not part of the answer: a URC if it is a line, dropped if it is a final result.
+
 A command that times out may still be answered later; that late answer never goes to the next
 command. With echo off, the next command waits up to `late_answer_grace` seconds for the late
 final result and drops it. With echo on, a command takes nothing but URCs before its own echo.
@@ -147,6 +150,8 @@ class _Command:
     lines: list[str] = field(default_factory=list)
     data: bytearray = field(default_factory=bytearray)
     echoed: bool = False
+    # the parser held part of a line when the command was written: that line is not the answer
+    finishes_older_line: bool = False
     data_sent: bool = False
     garbled: bool = False
 
@@ -273,6 +278,7 @@ class AtRunner:
         loop = asyncio.get_running_loop()
         cmd = _Command(shown, expect, finals, needs_echo=self.echo, done=loop.create_future(),
                        prompt=loop.create_future() if data is not None else None)
+        cmd.finishes_older_line = self._parser.line_pending
         self._backlog.clear()
         self._current = cmd
         written = False
@@ -392,6 +398,14 @@ class AtRunner:
 
     def _on_event(self, event: AtEvent) -> None:
         cmd = self._current
+        if cmd is not None and cmd.finishes_older_line and isinstance(event, Line | Final | Echo):
+            # This line began before the modem had the command (a URC, noise, a late result).
+            cmd.finishes_older_line = False
+            if isinstance(event, Line):
+                self._urc(event.text)
+            else:
+                log.debug("<- %s (began before the command, dropped)", _short(redact(str(event))))
+            return
         ready = cmd if cmd is not None and cmd.ready else None
         match event:
             case Line(text):

@@ -159,6 +159,19 @@ def test_data_echoed_after_the_prompt_starts_after_its_space() -> None:
     assert parser.feed(b" OK\r\r\nSEND OK\r\n") == [Data(b"OK\r"), Final("SEND OK")]
 
 
+def test_line_pending_while_a_line_is_unfinished() -> None:
+    parser = AtParser()
+    assert not parser.line_pending
+    parser.feed(b"\r\n+QIURC: ")
+    assert parser.line_pending
+    parser.feed(b'"recv",0\r\n')
+    assert not parser.line_pending
+    parser.feed(b"+QIRD: 4\r\nab")
+    assert not parser.line_pending  # inside a binary block
+    parser.feed(b"cd\r\n")
+    assert not parser.line_pending
+
+
 def test_greater_than_inside_a_line_is_text() -> None:
     assert AtParser().feed(b'+COPS: 0,0,"A>B",7\r\n') == [Line('+COPS: 0,0,"A>B",7')]
 

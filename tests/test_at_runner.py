@@ -273,6 +273,27 @@ def test_finals_that_do_not_end_the_command_are_kept_as_lines() -> None:
     run(scenario())
 
 
+def test_a_line_begun_before_the_command_is_not_its_answer() -> None:
+    async def scenario() -> None:
+        modem = ScriptedModem({
+            # the modem ends the URC it was sending, then answers
+            "AT": b'cv",0\r\n' + answer(),
+            "ATI": answer(b"Quectel", b"EC25"),
+        })
+        runner, _ = await started(modem)
+        seen: list[str] = []
+        runner.subscribe("+QIURC:", seen.append)
+        modem.send(b'\r\n+QIURC: "re')
+        await asyncio.sleep(0.02)
+        assert await runner.command("AT") == AtResponse([], Final("OK"))
+        assert seen == ['+QIURC: "recv",0']
+        modem.send(b"\x13\xfe noise without a line end")
+        await asyncio.sleep(0.02)
+        assert (await runner.command("ATI")).lines == ["Quectel", "EC25"]
+        await runner.close()
+    run(scenario())
+
+
 def test_a_final_answering_no_command_is_dropped() -> None:
     async def scenario() -> None:
         modem = ScriptedModem({"AT+CSQ": answer(b"+CSQ: 5,99")})
