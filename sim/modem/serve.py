@@ -86,7 +86,8 @@ def execute(sim: ModemSimulator, words: list[str]) -> str:
             return f"ok rtt {sim.conditions.rtt_ms:g}"
         if command == "bandwidth" and len(args) == 1:
             sim.set_bandwidth(None if args[0] == "off" else _number(args[0], "the bandwidth"))
-            return f"ok bandwidth {args[0] if args[0] == 'off' else format(sim.conditions.bandwidth_kbit, 'g')}"
+            kbit = sim.conditions.bandwidth_kbit
+            return f"ok bandwidth {'off' if kbit is None else format(kbit, 'g')}"
         if command == "signal" and len(args) == 1:
             sim.set_signal(None if args[0] == "none" else _integer(args[0], "the signal level"))
             return f"ok signal {args[0]}"

@@ -26,14 +26,16 @@ READ_CHUNK = 4096
 
 @dataclass(frozen=True)
 class SocketTraffic:
-    """The bytes one socket carried over the air: `up` from the terminal, `down` to it."""
+    """The payload bytes one socket carried over the air: `up` from the terminal, `down` to it;
+    `unread` of them wait in the module for the terminal. `state` as `DataSocket.state`."""
 
     socket_id: int
     host: str
     port: int
+    state: str
     up_bytes: int
     down_bytes: int
-    open: bool
+    unread: int
 
 
 class DataSocket:
@@ -85,8 +87,8 @@ class DataSocket:
         return self._up_in_flight
 
     def traffic(self) -> SocketTraffic:
-        return SocketTraffic(self.socket_id, self.host, self.port, self.up_bytes, self.down_bytes,
-                             self.state in ("opening", "connected"))
+        return SocketTraffic(self.socket_id, self.host, self.port, self.state, self.up_bytes, self.down_bytes,
+                             len(self.received))
 
     async def connect(self, timeout: float) -> str | None:
         """Open the connection; None when connected, else why not: "dns", "refused", "timeout"
