@@ -20,6 +20,7 @@ from test_modem_sim_support import (
     ERROR,
     NASTY,
     OK,
+    Terminal,
     closed_port,
     echo,
     peer,
@@ -379,3 +380,18 @@ def test_async_context_manager_runs_in_the_callers_loop() -> None:
                 os.close(fd)
 
     assert asyncio.run(asyncio.wait_for(main(), 5)) == b"\r\n+CSQ: 31,99\r\n" + OK
+
+
+def test_a_stopped_simulator_starts_again_from_power_on() -> None:
+    sim = ModemSimulator("quectel", echo=False)
+    for _ in range(2):
+        with sim:
+            assert sim.path is not None
+            term = Terminal(sim.path)
+            try:
+                term.exchange("AT+CEREG?", b"\r\n+CEREG: 0,1\r\n" + OK)
+                term.exchange("AT+CEREG=1", OK)
+                term.exchange("ATE1", OK)
+            finally:
+                term.close()
+    assert sim.path is not None and sim.status().echo  # the last state stays readable

@@ -202,6 +202,17 @@ class ModemSimulator:
         if self._master is not None:
             raise ModemSimulatorError("the simulator is already running")
         loop = asyncio.get_running_loop()
+        # Power on afresh: a simulator may be opened again after `close`, on another loop.
+        self._radio = Radio(lambda: self._conditions)
+        self.sockets.clear()
+        self._dialect.reset()
+        self._power_on_state()
+        self._rebooting = self._busy = self._was_eligible = False
+        self._registration = "none"
+        self._input.clear()
+        self._output.clear()
+        self._pending_urcs.clear()
+        self._scanner.reset()
         master, slave = os.openpty()
         # No echo, no line discipline on the terminal side: binary data goes through untouched.
         tty.setraw(slave)
@@ -349,8 +360,11 @@ class ModemSimulator:
         return self._call(lambda: [sock.traffic() for sock in self._history])
 
     def reset_traffic(self) -> None:
-        self._call(lambda: self._history.__setitem__(
-            slice(None), [s for s in self._history if s.state in ("opening", "connected")]))
+        """Forget the sockets no longer open (`traffic` and the status totals start again)."""
+        self._call(self._reset_traffic)
+
+    def _reset_traffic(self) -> None:
+        self._history = [sock for sock in self._history if sock.state in ("opening", "connected")]
 
     # -- services for dialects (event loop only) ---------------------------------------------
 
