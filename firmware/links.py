@@ -65,6 +65,38 @@ class OsNetworkLink:
         return {}
 
 
+class CellularLink:
+    """The 3G/4G module (`modem.module.Module`): a socket over AT commands, the module's status
+    (registration, signal, technology, operator) as its health and details."""
+
+    def __init__(self, module: Any, name: str = "cellular") -> None:
+        self.name = name
+        self.module = module
+        self._status: Any = None
+
+    async def open(self, host: str, port: int, timeout: float) -> ByteStream:
+        stream: ByteStream = await self.module.open_socket(host, port, timeout)
+        return stream
+
+    async def probe(self, host: str, port: int, timeout: float) -> str | None:
+        try:
+            self._status = await asyncio.wait_for(self.module.status(), timeout)
+        except Exception as exc:  # any driver failure (AT timeout, port closed) is "down"
+            return f"{type(exc).__name__}: {exc}"
+        if self._status.registered not in ("home", "roaming"):
+            return f"not registered ({self._status.registered})"
+        if not self.module.is_up:
+            return "data context not active"
+        return None
+
+    def details(self) -> dict[str, Any]:
+        status = self._status
+        if status is None:
+            return {}
+        return {"registered": status.registered, "signal_dbm": status.rssi_dbm, "bars": status.bars,
+                "technology": status.technology, "operator": status.operator}
+
+
 @dataclass(frozen=True)
 class LinkEvent:
     kind: str  # "failover", "failback", "down", "up"
