@@ -69,6 +69,7 @@ class ModemSocket:
         self.peer = peer
         self._buffer = bytearray()
         self._pending = False  # the module said data waits, or a read did not empty it
+        self._notices = 0  # receive URCs so far: one during a read command is not lost
         self._peer_closed = False
         self._broken: ModemSocketError | None = None
         self._closed = False
@@ -81,6 +82,7 @@ class ModemSocket:
     def data_waiting(self) -> None:
         """A receive URC came for this socket."""
         self._pending = True
+        self._notices += 1
         self._wake.set()
 
     def peer_closed(self, *, drain: bool) -> None:
@@ -130,6 +132,7 @@ class ModemSocket:
                 await self._wake.wait()
 
     async def _fetch(self) -> None:
+        notices = self._notices
         try:
             data, more = await self._driver.socket_read(self.socket_id, self.max_read)
         except ModemSocketError:
@@ -139,7 +142,8 @@ class ModemSocket:
                 return
             raise
         self._buffer += data
-        self._pending = bool(data) and more
+        # a receive URC that came while the command ran announces data after this read
+        self._pending = (bool(data) and more) or self._notices != notices
 
     async def write(self, data: bytes) -> None:
         """All of `data`, in chunks the module takes per command."""
