@@ -355,11 +355,10 @@ class Module(ABC):
         self._recovery_lock = asyncio.Lock()
         self._recovering: asyncio.Task[None] | None = None
         self._registration_state = "not_registered"  # the latest the module told
-        for prefix in ("+CREG:", "+CEREG:"):
-            runner.subscribe(prefix, self._guarded(self._on_registration))
-        runner.subscribe("RDY", self._guarded(self._on_ready))
-        for prefix, handler in self._urc_handlers().items():
-            runner.subscribe(prefix, self._guarded(handler))
+        handlers = {"+CREG:": self._on_registration, "+CEREG:": self._on_registration, "RDY": self._on_ready,
+                    **self._urc_handlers()}
+        self._unsubscribers = [runner.subscribe(prefix, self._guarded(handler))
+                               for prefix, handler in handlers.items()]
 
     # --- dialect -------------------------------------------------------------------------
 
@@ -427,6 +426,19 @@ class Module(ABC):
                 await self._reset(f"bring-up: {exc}")
 
         await self._translated("bring-up", bring)
+
+    async def close(self) -> None:
+        """Stop listening to the module's URCs and cancel a recovery in progress; open sockets
+        are lost. The runner stays the caller's to close."""
+        for unsubscribe in self._unsubscribers:
+            unsubscribe()
+        self._unsubscribers.clear()
+        self._lose_sockets("the driver was closed")
+        self._up = False
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def status(self) -> ModemStatus:
         """Registration, signal, technology and operator, asked of the module now."""

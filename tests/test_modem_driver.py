@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from firmware.tls_stream import ConnectError, StreamError
 from modem import signal
 from modem.module import (
+    Credentials,
     ModemConfigError,
     ModemResponseError,
     Registration,
@@ -177,6 +178,11 @@ def test_a_refused_password_is_not_in_the_message() -> None:
     with pytest.raises(ModemConfigError) as caught:
         check_at_string('s3cr"et', "APN password", secret=True)
     assert "s3cr" not in str(caught.value)
+
+
+def test_kept_credentials_do_not_show_the_pin_or_password() -> None:
+    shown = repr(Credentials("9876", "apn.test", "user", "pa55word"))
+    assert "apn.test" in shown and "9876" not in shown and "pa55word" not in shown
 
 
 def test_socket_errors_are_stream_errors() -> None:

@@ -64,6 +64,7 @@ async def rig(dialect: str, *, conditions: NetworkConditions | None = None, pin:
         try:
             yield sim, module
         finally:
+            await module.close()
             await runner.close()
 
 

@@ -85,6 +85,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     yield built
 
     async def stop() -> None:
+        await built.module.close()
         await built.runner.close()
         await modem.close()
         await built.host.stop()
