@@ -207,7 +207,7 @@ class QuectelModule(Module):
         socket_id, error = int_fields(line, "+QIOPEN:", 2)
         if not self._resolve(("+QIOPEN", socket_id), [socket_id, error]):
             log.info("Quectel: +QIOPEN for connection %d nobody waits for (error %d)", socket_id, error)
-            if error == 0:
+            if error == 0 and self._socket(socket_id) is None:
                 # an open given up on that the module finished anyway
                 self._spawn(self._quiet_close(socket_id))
 

@@ -229,7 +229,7 @@ class SimcomModule(Module):
         socket_id, error = int_fields(line, "+CIPOPEN:", 2)
         if not self._resolve(("+CIPOPEN", socket_id), [socket_id, error]):
             log.info("SIMCom: +CIPOPEN for link %d nobody waits for (error %d)", socket_id, error)
-            if error == 0:
+            if error == 0 and self._socket(socket_id) is None:
                 self._spawn(self._quiet_close(socket_id))
 
     def _on_ciprxget(self, line: str) -> None:
