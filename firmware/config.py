@@ -36,6 +36,14 @@ is half loaded. Sections and keys:
                      section the terminal has no acquirer.
     [state]          folder: where the durable state (STAN, DUKPT registers, reversals owed)
                      is kept; default $XDG_STATE_HOME/tpe, else ~/.local/state/tpe
+    [modem]          the 3G/4G module (modem/): port (its serial device, e.g. /dev/ttyUSB2),
+                     dialect ("quectel": EC2x/EG2x; "simcom": SIM7600), baudrate (default
+                     115200), sim_pin (4 to 8 digits, optional, never logged), apn, user,
+                     password (optional, never logged), registration_timeout (seconds,
+                     default 180)
+    [links]          order: the ways to the acquirer, preferred first, among "network" (the OS
+                     network: Wi-Fi, Ethernet) and "cellular" (the [modem]); default
+                     ["network", "cellular"] with a [modem], else ["network"]
 
 Money is an integer number of minor units (ARCHITECTURE principle 10): `10.50` is refused,
 write `1050`. A relative file name is taken from the configuration file's folder; a name
@@ -89,6 +97,16 @@ MAX_AMOUNT = 10**12 - 1  # n12 amounts (Book 3, Annex A: 9F02, 9F1B)
 DEFAULT_HOST_TIMEOUT = 30.0  # seconds
 MAX_HOST_TIMEOUT = 300.0
 MIN_FRAME = 1024  # a 0200 with PAN, track 2, PIN block and a full field 55 fits
+MODEM_DIALECTS = ("quectel", "simcom")
+# ITU-T V.250 does not fix the rates; these are the ones the Quectel EC2x and SIMCom SIM7600
+# UARTs accept (AT+IPR)
+MODEM_BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+DEFAULT_REGISTRATION_TIMEOUT = 180.0  # seconds
+MAX_REGISTRATION_TIMEOUT = 600.0
+MAX_AT_STRING = 100  # an APN, user name or password inside an AT string parameter
+LINK_NETWORK = "network"
+LINK_CELLULAR = "cellular"
+LINK_NAMES = (LINK_NETWORK, LINK_CELLULAR)
 STATE_FOLDER_NAME = "tpe"
 
 T = TypeVar("T")
@@ -140,6 +158,26 @@ class StateConfig:
     folder: Path
 
 
+@dataclass(frozen=True)
+class ModemConfig:
+    """The cellular module (modem/) and its data context. The SIM PIN and the APN password are
+    kept out of the repr."""
+
+    port: str
+    dialect: str  # one of MODEM_DIALECTS
+    apn: str
+    baudrate: int = 115200
+    sim_pin: str | None = field(default=None, repr=False)
+    user: str = ""
+    password: str = field(default="", repr=False)
+    registration_timeout: float = DEFAULT_REGISTRATION_TIMEOUT
+
+
+@dataclass(frozen=True)
+class LinksConfig:
+    order: tuple[str, ...] = (LINK_NETWORK,)  # LINK_NAMES, preferred first
+
+
 @dataclass(frozen=True, repr=False)
 class InitialKey:
     """An AES DUKPT initial key (ANSI X9.24-3-2017, 6.3.3) and its 8-byte initial key ID."""
@@ -178,6 +216,8 @@ class AppConfig:
     host: HostConfig | None = None
     state: StateConfig = field(default_factory=lambda: StateConfig(default_state_folder()))
     source: Path = Path()
+    modem: ModemConfig | None = None
+    links: LinksConfig = field(default_factory=LinksConfig)
 
 
 def load_config(path: Path | None = None) -> AppConfig:
@@ -407,7 +447,7 @@ def _kernel_value(build: Callable[[], T], path: str, renames: Mapping[str, str] 
 
 
 _SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad", "dukpt",
-             "host", "state")
+             "host", "state", "modem", "links")
 _TERMINAL_KEYS = (
     "type", "capabilities", "additional_capabilities", "country", "currency", "currency_exponent",
     "terminal_id", "merchant_id", "merchant_category", "merchant_name_location", "ifd_serial",
@@ -452,9 +492,12 @@ def _app_config(document: dict[str, Any], base: Path, source: Path) -> AppConfig
     if host is not None and dukpt is None:
         raise _Invalid("dukpt", "missing section [dukpt]: every message to the [host] carries a MAC "
                                 "under a DUKPT key (docs/host-protocol.md, MAC)")
+    modem = _modem(document["modem"]) if "modem" in document else None
+    links = _links(document.get("links", {}), modem)
     return AppConfig(kernel=kernel, reader=_reader(document.get("reader", {})),
                      pin_pad=_pin_pad(document.get("pin_pad", {})), dukpt=dukpt, host=host,
-                     state=_state(document.get("state", {}), base), source=source)
+                     state=_state(document.get("state", {}), base), source=source, modem=modem,
+                     links=links)
 
 
 def _terminal(raw: Any) -> TerminalConfig:
@@ -649,6 +692,92 @@ def _state(raw: Any, base: Path) -> StateConfig:
         raise _Invalid("state.folder", "must be a folder of this machine, not of the sim package")
     path = Path(os.path.expanduser(name))
     return StateConfig(path if path.is_absolute() else base / path)
+
+
+_MODEM_KEYS = ("port", "dialect", "baudrate", "sim_pin", "apn", "user", "password", "registration_timeout")
+
+
+def _choice(options: tuple[str, ...]) -> Convert[str]:
+    def convert(value: Any, key: str) -> str:
+        text = _string(value, key)
+        if text not in options:
+            raise _Invalid(key, f"must be one of {', '.join(repr(o) for o in options)}")
+        return text
+    return convert
+
+
+def _sim_pin(value: Any, key: str) -> str:
+    # ETSI TS 102 221, 9.5: a PIN is 4 to 8 digits. The value is never quoted back.
+    if not isinstance(value, str):
+        raise _Invalid(key, f"must be a string of 4 to 8 digits, not {_kind(value)}")
+    if not (4 <= len(value) <= 8 and value.isascii() and value.isdigit()):
+        raise _Invalid(key, "must be 4 to 8 digits")
+    return value
+
+
+def _at_string(*, secret: bool = False, allow_empty: bool = True) -> Convert[str]:
+    """Text that goes inside an AT string parameter as it is (V.250, 5.4.2.2): printable ASCII
+    without quotes or backslashes; a secret is never quoted back."""
+    def convert(value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(key, f"must be a string, not {_kind(value)}")
+        if not value and not allow_empty:
+            raise _Invalid(key, "must not be empty")
+        if len(value) > MAX_AT_STRING or any(not (" " <= c <= "~") or c in '"\\' for c in value):
+            raise _Invalid(key, "must be printable ASCII without quotes or backslashes, at most "
+                                f"{MAX_AT_STRING} characters")
+        return value
+    return convert
+
+
+def _device(value: Any, key: str) -> str:
+    text = _path_text(value, key)
+    if not text.isprintable():
+        raise _Invalid(key, "must be a device path such as /dev/ttyUSB2")
+    return text
+
+
+def _registration_seconds(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(key, f"must be a number of seconds, not {_kind(value)}")
+    if not (math.isfinite(value) and 0 < value <= MAX_REGISTRATION_TIMEOUT):
+        raise _Invalid(key, f"must be more than 0 and at most {MAX_REGISTRATION_TIMEOUT:g} seconds")
+    return float(value)
+
+
+def _baudrate(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(key, f"must be an integer, not {_kind(value)}")
+    if value not in MODEM_BAUDRATES:
+        raise _Invalid(key, f"must be one of {', '.join(str(b) for b in MODEM_BAUDRATES)}")
+    return value
+
+
+def _modem(raw: Any) -> ModemConfig:
+    t = _Table(raw, "modem", _MODEM_KEYS)
+    return ModemConfig(
+        port=t.get("port", _device),
+        dialect=t.get("dialect", _choice(MODEM_DIALECTS)),
+        apn=t.get("apn", _at_string(allow_empty=False)),
+        baudrate=t.get("baudrate", _baudrate, 115200),
+        sim_pin=t.get("sim_pin", _sim_pin, None),
+        user=t.get("user", _at_string(), ""),
+        password=t.get("password", _at_string(secret=True), ""),
+        registration_timeout=t.get("registration_timeout", _registration_seconds,
+                                   DEFAULT_REGISTRATION_TIMEOUT),
+    )
+
+
+def _links(raw: Any, modem: ModemConfig | None) -> LinksConfig:
+    t = _Table(raw, "links", ("order",))
+    default = (LINK_NETWORK, LINK_CELLULAR) if modem is not None else (LINK_NETWORK,)
+    order = t.get("order", _array(_choice(LINK_NAMES), min_items=1), default)
+    for n, name in enumerate(order, start=1):
+        if name in order[:n - 1]:
+            raise _Invalid(f"links.order[{n}]", f"{name!r} is already in the list")
+        if name == LINK_CELLULAR and modem is None:
+            raise _Invalid(f"links.order[{n}]", "'cellular' needs a [modem] section")
+    return LinksConfig(order=order)
 
 
 def _path_text(value: Any, key: str) -> str:

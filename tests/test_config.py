@@ -369,7 +369,44 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("unknown host key", lambda d: d.update(host=_host(tls="1.3")), "host.tls", "unknown key"),
     ("state folder", _set("state", "folder", ""), "state.folder", "file name"),
     ("state folder in sim", _set("state", "folder", "sim:state"), "state.folder", "not of the sim package"),
+    ("modem without port", lambda d: d.update(modem=_modem(port=None)), "modem.port", "missing"),
+    ("modem port empty", lambda d: d.update(modem=_modem(port=" ")), "modem.port", "file name"),
+    ("modem dialect", lambda d: d.update(modem=_modem(dialect="huawei")), "modem.dialect",
+     "'quectel', 'simcom'"),
+    ("modem baudrate", lambda d: d.update(modem=_modem(baudrate=115201)), "modem.baudrate", "one of"),
+    ("modem baudrate as string", lambda d: d.update(modem=_modem(baudrate="115200")), "modem.baudrate",
+     "not a string"),
+    ("SIM PIN short", lambda d: d.update(modem=_modem(sim_pin="123")), "modem.sim_pin", "4 to 8 digits"),
+    ("SIM PIN letters", lambda d: d.update(modem=_modem(sim_pin="12a4")), "modem.sim_pin", "4 to 8 digits"),
+    ("SIM PIN as integer", lambda d: d.update(modem=_modem(sim_pin=1234)), "modem.sim_pin", "an integer"),
+    ("no APN", lambda d: d.update(modem=_modem(apn=None)), "modem.apn", "missing"),
+    ("empty APN", lambda d: d.update(modem=_modem(apn="")), "modem.apn", "not be empty"),
+    ("APN with a quote", lambda d: d.update(modem=_modem(apn='inter"net')), "modem.apn", "without quotes"),
+    ("APN user with a backslash", lambda d: d.update(modem=_modem(user="a\\b")), "modem.user",
+     "backslashes"),
+    ("APN password too long", lambda d: d.update(modem=_modem(password="p" * 101)), "modem.password",
+     "at most 100"),
+    ("registration timeout", lambda d: d.update(modem=_modem(registration_timeout=0)),
+     "modem.registration_timeout", "more than 0"),
+    ("registration timeout inf", lambda d: d.update(modem=_modem(registration_timeout=float("inf"))),
+     "modem.registration_timeout", "at most 600"),
+    ("unknown modem key", lambda d: d.update(modem=_modem(speed=9600)), "modem.speed", "unknown key"),
+    ("cellular without modem", lambda d: d.update(links={"order": ["network", "cellular"]}),
+     "links.order[2]", "needs a [modem]"),
+    ("unknown link", lambda d: d.update(modem=_modem(), links={"order": ["wifi"]}), "links.order[1]",
+     "'network', 'cellular'"),
+    ("link twice", lambda d: d.update(modem=_modem(), links={"order": ["cellular", "cellular"]}),
+     "links.order[2]", "already in the list"),
+    ("no link", lambda d: d.update(links={"order": []}), "links.order", "at least 1"),
+    ("links order not an array", lambda d: d.update(links={"order": "network"}), "links.order", "array"),
 ]
+
+
+def _modem(**changes: Any) -> dict[str, Any]:
+    """A [modem] table; a change to None removes the key."""
+    table: dict[str, Any] = {"port": "/dev/ttyUSB2", "dialect": "quectel", "apn": "internet.test"}
+    table.update(changes)
+    return {key: value for key, value in table.items() if value is not None}
 
 
 def _host(**changes: Any) -> dict[str, Any]:
@@ -498,6 +535,53 @@ def test_server_name_defaults_to_the_address(tmp_path: Path) -> None:
                             "host": _host(address="localhost")}
     host = parse(document, tmp_path).host
     assert host is not None and host.server_name == "localhost" and host.timeout == 30.0
+
+
+# --- the cellular module and the links -------------------------------------------------------
+
+def test_without_modem_the_only_link_is_the_network() -> None:
+    config = parse(minimal())
+    assert config.modem is None and config.links.order == ("network",)
+    assert load_config().modem is None
+
+
+def test_modem_section_reaches_its_values_and_adds_the_cellular_link() -> None:
+    document = minimal() | {"modem": _modem(dialect="simcom", baudrate=921600, sim_pin="7391",
+                                            user="web", password="s3cret-pw", registration_timeout=45)}
+    config = parse(document)
+    modem = config.modem
+    assert modem is not None
+    assert (modem.port, modem.dialect, modem.baudrate, modem.apn) == ("/dev/ttyUSB2", "simcom", 921600,
+                                                                      "internet.test")
+    assert (modem.sim_pin, modem.user, modem.password) == ("7391", "web", "s3cret-pw")
+    assert modem.registration_timeout == 45.0
+    assert config.links.order == ("network", "cellular")
+    shown = repr(config)
+    assert "s3cret-pw" not in shown and "7391" not in shown
+
+
+def test_modem_defaults() -> None:
+    modem = parse(minimal() | {"modem": _modem()}).modem
+    assert modem is not None
+    assert (modem.baudrate, modem.sim_pin, modem.user, modem.password) == (115200, None, "", "")
+    assert modem.registration_timeout == 180.0
+
+
+@pytest.mark.parametrize("order", [["cellular"], ["cellular", "network"], ["network"]])
+def test_links_order_is_kept(order: list[str]) -> None:
+    config = parse(minimal() | {"modem": _modem(), "links": {"order": order}})
+    assert config.links.order == tuple(order)
+
+
+@pytest.mark.parametrize("pin", ["12a4", "123", "123456789"])
+def test_a_bad_sim_pin_is_never_quoted_back(pin: str) -> None:
+    error = error_of(minimal() | {"modem": _modem(sim_pin=pin)})
+    assert error.key == "modem.sim_pin" and pin not in str(error)
+
+
+def test_a_bad_apn_password_is_never_quoted_back() -> None:
+    error = error_of(minimal() | {"modem": _modem(password='pass"word')})
+    assert error.key == "modem.password" and "pass" not in error.reason
 
 
 # --- fuzzing: any TOML document loads or raises ConfigError ---------------------------------
