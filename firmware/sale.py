@@ -1,11 +1,15 @@
 """`tpe sale`: the technician's headless test transaction on the configured reader.
 
 The authorization goes to the configured acquirer host (`firmware.host_client`), or, when asked,
-to the scripted issuer of the simulator (`sim.card.issuer`), and every output says which.
+to the scripted issuer of the simulator (`sim.card.issuer`), and every output says which. The
+host is reached over the links of [links] (`firmware.links`): the OS network and, with a
+[modem], the cellular module, brought up with its SIM PIN and APN before the first
+authorization; the output names the route the sale took.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime
@@ -22,9 +26,16 @@ from emv.context import Transaction
 from emv.outcome import Outcome
 from emv.requests import Transmit
 from firmware import driver
-from firmware.config import AppConfig
-from firmware.host_client import AuthorizationReport, BlockingAuthorizer, EventLoopThread, HostClient
+from firmware.config import LINK_CELLULAR, LINK_NETWORK, AppConfig, ModemConfig
+from firmware.host_client import (
+    AuthorizationReport,
+    BlockingAuthorizer,
+    EventLoopThread,
+    HostClient,
+    HostClientError,
+)
 from firmware.host_store import HostStore
+from firmware.links import CellularLink, Link, LinkManager, OsNetworkLink
 from firmware.messages import Acceptor
 from firmware.money import alpha, format_amount
 from firmware.pin_pad import DukptPinPad, PinPad
@@ -35,6 +46,12 @@ log = logging.getLogger(__name__)
 
 
 STATE_FILE = "host.sqlite3"  # in the [state] folder
+MODEM_CLOSE_TIMEOUT = 5.0  # seconds for the module's driver and port to close on the way out
+
+
+class LinkSetupError(HostClientError):
+    """A link to the acquirer cannot be set up: the module's port does not open, the SIM wants
+    another PIN, the module does not register, the data context does not activate."""
 
 
 @dataclass
@@ -44,6 +61,24 @@ class SaleResult:
     authorizer: str | None
     asked: list[str]
     host: AuthorizationReport | None = None  # what the acquirer link did, when it was used
+    route: dict[str, Any] | None = None  # `LinkManager.snapshot()` after the sale, with its events
+
+
+@dataclass
+class _Cellular:
+    """The cellular module opened for a sale: its serial port, AT runner and driver."""
+
+    port: Any
+    runner: Any
+    module: Any
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.module.close()
+        with contextlib.suppress(Exception):
+            await self.runner.close()
+        with contextlib.suppress(Exception):
+            await self.port.close()
 
 
 def counting(fulfil: Callable[[Transmit], Response]) -> tuple[Callable[[Transmit], Response], list[int]]:
@@ -91,20 +126,110 @@ def acceptor_of(config: AppConfig) -> Acceptor:
                     acquirer_id=config.host.acquirer_id)
 
 
+class RoutedAuthorizer(BlockingAuthorizer):
+    """The host client's authorizer with the link manager its connections go through."""
+
+    def __init__(self, client: HostClient, loop: asyncio.AbstractEventLoop, links: LinkManager,
+                 problems: dict[str, str] | None = None) -> None:
+        super().__init__(client, loop)
+        self.links = links
+        self.problems = dict(problems or {})  # links left out at start, and why
+        self._seen = 0  # link events already reported
+
+    def route(self) -> dict[str, Any]:
+        """The route in use now (the cellular module's signal and operator asked afresh) and the
+        link events since the last call."""
+        return self._run(self._route())
+
+    async def _route(self) -> dict[str, Any]:
+        manager = self.links
+        current = manager.current
+        if isinstance(current, CellularLink):
+            await current.probe(manager.host, manager.port, manager.timeout)
+        snapshot = manager.snapshot()
+        snapshot["events"] = [{"kind": e.kind, "link": e.link, "previous": e.previous, "cause": e.cause}
+                              for e in manager.events[self._seen:]]
+        self._seen = len(manager.events)
+        snapshot["problems"] = dict(self.problems)
+        return snapshot
+
+
+async def open_cellular(modem: ModemConfig) -> _Cellular:
+    """The module of [modem] on its serial port, brought up with its SIM PIN and APN.
+    `LinkSetupError` says why when it cannot be; the PIN is never part of the message."""
+    from modem.module import ModemError, SimPinError
+    from modem.quectel import QuectelModule
+    from modem.runner import AtRunner
+    from modem.serial_port import SerialPortError, open_serial
+    from modem.simcom import SimcomModule
+
+    drivers = {"quectel": QuectelModule, "simcom": SimcomModule}
+    where = f"cellular module ({modem.dialect}) on {modem.port}"
+    try:
+        port = await open_serial(modem.port, modem.baudrate)
+    except (SerialPortError, OSError) as exc:
+        raise LinkSetupError(f"{where}: the port does not open: {exc}") from None
+    runner = AtRunner(port)
+    await runner.start()
+    module = drivers[modem.dialect](runner, registration_timeout=modem.registration_timeout)
+    cellular = _Cellular(port, runner, module)
+    try:
+        await module.bring_up(modem.sim_pin, modem.apn, modem.user, modem.password)
+    except SimPinError as exc:
+        await cellular.close()
+        raise LinkSetupError(f"{where}: SIM PIN ({exc.kind}): {exc}; the PIN is not tried again, "
+                             "check modem.sim_pin") from None
+    except ModemError as exc:
+        await cellular.close()
+        raise LinkSetupError(f"{where}: {type(exc).__name__}: {exc}") from None
+    return cellular
+
+
+def link_manager(config: AppConfig, cellular: Any = None) -> LinkManager:
+    """The links of [links] order to the [host]: `cellular` is the module's driver (or None)."""
+    if config.host is None:
+        raise ValueError("no [host] section")
+    links: list[Link] = []
+    for name in config.links.order:
+        if name == LINK_NETWORK:
+            links.append(OsNetworkLink(LINK_NETWORK))
+        elif name == LINK_CELLULAR and cellular is not None:
+            links.append(CellularLink(cellular, LINK_CELLULAR))
+    if not links:
+        raise LinkSetupError("no link to the acquirer: every configured link failed to start")
+    return LinkManager(links, config.host.address, config.host.port, timeout=config.host.timeout)
+
+
 @contextlib.contextmanager
-def acquirer(config: AppConfig, store: HostStore, keys: TerminalKeys) -> Iterator[BlockingAuthorizer]:
+def acquirer(config: AppConfig, store: HostStore, keys: TerminalKeys) -> Iterator[RoutedAuthorizer]:
     """The configured acquirer host as the kernel's authorizer, its client on an event loop
-    thread; the connection is closed and the thread stopped on the way out."""
+    thread, its connections over the links of [links] (the cellular module brought up first);
+    the connection, the module and the thread are closed on the way out. `LinkSetupError` when
+    no link can start (a cellular module that fails next to another link is left out, and said)."""
     if config.host is None:
         raise ValueError("no [host] section")
     thread = EventLoopThread()
+    cellular: _Cellular | None = None
     try:
-        client = HostClient(config.host, store, keys, acceptor_of(config))
+        problems: dict[str, str] = {}
+        if config.modem is not None and LINK_CELLULAR in config.links.order:
+            try:
+                cellular = thread.run(open_cellular(config.modem))
+            except LinkSetupError as exc:
+                if config.links.order == (LINK_CELLULAR,):
+                    raise
+                log.warning("link: cellular left out: %s", exc)
+                problems[LINK_CELLULAR] = str(exc)
+        manager = link_manager(config, cellular.module if cellular else None)
+        client = HostClient(config.host, store, keys, acceptor_of(config), connect=manager.connect)
         try:
-            yield BlockingAuthorizer(client, thread.loop)
+            yield RoutedAuthorizer(client, thread.loop, manager, problems)
         finally:
             thread.run(client.close())
     finally:
+        if cellular is not None:
+            with contextlib.suppress(Exception):
+                thread.run(asyncio.wait_for(cellular.close(), MODEM_CLOSE_TIMEOUT))
         thread.stop()
 
 
@@ -126,11 +251,30 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
              f" ({outcome.reason})" if outcome.reason else "", count[0], outcome.tvr.hex().upper(),
              outcome.tsi.hex().upper())
     host = None
+    route = None
     if isinstance(authorizer, BlockingAuthorizer):
         authorizer.complete(outcome)
         host = authorizer.client.last
+    if isinstance(authorizer, RoutedAuthorizer):
+        route = authorizer.route()
+        log.info("sale: route %s", route_text(route))
     label = getattr(authorizer, "label", None) if authorizer is not None else None
-    return SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])), host)
+    return SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])), host, route)
+
+
+def route_text(route: dict[str, Any]) -> str:
+    """"cellular (4G, -75 dBm, TestNet)", "network", or "none" with the causes."""
+    name = route.get("route")
+    if name is None:
+        causes = "; ".join(f"{link}: {state['cause']}" for link, state in route.get("links", {}).items()
+                           if state.get("cause"))
+        return f"none ({causes})" if causes else "none (no connection was needed)"
+    details = route.get("details") or {}
+    parts = [details.get("technology"),
+             None if details.get("signal_dbm") is None else f"{details['signal_dbm']} dBm",
+             details.get("operator")]
+    shown = ", ".join(str(part) for part in parts if part)
+    return f"{name} ({shown})" if shown else str(name)
 
 
 def with_currency(config: AppConfig, number: int, exponent: int) -> AppConfig:
@@ -149,7 +293,19 @@ def as_json(result: SaleResult) -> dict[str, Any]:
     out["prompts"] = result.asked
     if result.host is not None:
         out["host"] = host_summary(result.host)
+    if result.route is not None:
+        out["route"] = result.route
     return out
+
+
+def _route_rows(route: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if route is None:
+        return []
+    rows: list[tuple[str, Any]] = [("Route", route_text(route))]
+    rows += [("Link", f"{e['kind']} {e['previous'] or '-'} -> {e['link'] or '-'}: {e['cause']}")
+             for e in route.get("events", []) if e["kind"] in ("failover", "failback", "down")]
+    rows += [("Link", f"{name} left out: {cause}") for name, cause in route.get("problems", {}).items()]
+    return rows
 
 
 def _host_rows(report: AuthorizationReport | None) -> list[tuple[str, Any]]:
@@ -193,6 +349,7 @@ def as_text(result: SaleResult) -> str:
         ("Scripts", o.script_results.hex().upper() or None),
         ("Language", ", ".join(o.language) or None),
         *_host_rows(result.host),
+        *_route_rows(result.route),
         ("APDUs", result.apdus),
     ]
     lines += [f"{key:11} {value}" for key, value in rows if value is not None]
