@@ -16,7 +16,7 @@ import datetime
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +35,13 @@ from firmware.host_client import (
     HostClientError,
 )
 from firmware.host_store import HostStore
-from firmware.links import CellularLink, Link, LinkManager, OsNetworkLink
+from firmware.links import CellularLink, Link, LinkDown, LinkEvent, LinkManager, OsNetworkLink
 from firmware.messages import Acceptor
 from firmware.money import alpha, format_amount
 from firmware.pin_pad import DukptPinPad, PinPad
 from firmware.prompts import ConsolePrompt, ScriptedPrompt
 from firmware.terminal_keys import MemorySecretStore, TerminalKeys
+from firmware.tls_stream import ByteStream, ConnectError
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,18 @@ class RoutedAuthorizer(BlockingAuthorizer):
         self.links = links
         self.problems = dict(problems or {})  # links left out at start, and why
         self._seen = 0  # link events already reported
+        self._closing: set[asyncio.Task[None]] = set()
+        links.subscribe(self._on_link_event)
+
+    def _on_link_event(self, event: LinkEvent) -> None:
+        """On failback the connection still runs over the backup link: close it, so that the
+        next exchange opens one over the preferred link (the client's lock keeps a request in
+        progress whole). Called on the client's loop."""
+        if event.kind != "failback":
+            return
+        task = asyncio.get_running_loop().create_task(self.client.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def route(self) -> dict[str, Any]:
         """The route in use now (the cellular module's signal and operator asked afresh) and the
@@ -200,6 +213,17 @@ def link_manager(config: AppConfig, cellular: Any = None) -> LinkManager:
     return LinkManager(links, config.host.address, config.host.port, timeout=config.host.timeout)
 
 
+def link_connect(manager: LinkManager) -> Callable[[], Awaitable[ByteStream]]:
+    """`HostClient`'s connect over `manager`: no link is a `ConnectError`, which the client
+    treats as "not sent" (or "reversal still owed"), never as a crash."""
+    async def connect() -> ByteStream:
+        try:
+            return await manager.connect()
+        except LinkDown as exc:
+            raise ConnectError(f"no link to the acquirer: {exc}") from exc
+    return connect
+
+
 @contextlib.contextmanager
 def acquirer(config: AppConfig, store: HostStore, keys: TerminalKeys) -> Iterator[RoutedAuthorizer]:
     """The configured acquirer host as the kernel's authorizer, its client on an event loop
@@ -221,7 +245,7 @@ def acquirer(config: AppConfig, store: HostStore, keys: TerminalKeys) -> Iterato
                 log.warning("link: cellular left out: %s", exc)
                 problems[LINK_CELLULAR] = str(exc)
         manager = link_manager(config, cellular.module if cellular else None)
-        client = HostClient(config.host, store, keys, acceptor_of(config), connect=manager.connect)
+        client = HostClient(config.host, store, keys, acceptor_of(config), connect=link_connect(manager))
         try:
             yield RoutedAuthorizer(client, thread.loop, manager, problems)
         finally:
