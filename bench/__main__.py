@@ -5,6 +5,7 @@ Writes bench/results.json, one flat object of name -> number, the unit in the na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -248,6 +249,126 @@ def bench_host(results: dict[str, float]) -> None:
             host.wait(10)
 
 
+MODEM_3G_RTT_MS = 150.0  # a UMTS round trip (3GPP TR 25.853 class figures)
+MODEM_3G_KBIT = 384.0  # the UMTS 384 kbit/s bearer each way
+
+
+def bench_modem(results: dict[str, float]) -> None:
+    """The acquirer link over a simulated 3G module (Quectel dialect on a pty, `sim.modem`) to
+    the host simulator in-process; the same authorizations on loopback give the host's time.
+    Goals: warm <= 1.2 x (RTT + host time); cold <= 3 RTT plus the module's socket open."""
+    import datetime
+    import tempfile
+
+    from emv.requests import OnlineResponse
+    from firmware import messages
+    from firmware.config import HostConfig, load_config
+    from firmware.host_client import EventLoopThread, HostClient
+    from firmware.host_store import HostStore
+    from firmware.prompts import ScriptedPrompt
+    from firmware.terminal_keys import TerminalKeys
+    from modem.quectel import QuectelModule
+    from modem.runner import AtRunner
+    from modem.serial_port import open_serial
+    from sim.host.server import HostSimulator
+    from sim.inprocess import fresh_card, transact
+    from sim.modem import ModemSimulator, NetworkConditions
+
+    config = load_config()
+    keys_file = ROOT / "sim" / "host" / "terminal_test_keys.toml"
+
+    class Capture:
+        label = "capture"
+        request = None
+
+        def authorize(self, request):  # type: ignore[no-untyped-def]
+            Capture.request = request
+            return OnlineResponse.unable()
+
+    transact(fresh_card("sda_only"), config.kernel, 1000, authorizer=Capture(), prompt=ScriptedPrompt())
+    request = Capture.request
+    at = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
+    conditions = NetworkConditions(rtt_ms=MODEM_3G_RTT_MS, bandwidth_kbit=MODEM_3G_KBIT, technology="3G")
+    modem = ModemSimulator("quectel", conditions, seed=7)
+    thread = EventLoopThread("bench-modem")
+    runs = 10
+
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        host = HostSimulator(tmp / "pki")
+        stores: list[HostStore] = []
+
+        def client(name: str, connect=None) -> HostClient:  # type: ignore[no-untyped-def]
+            store = HostStore(tmp / name / "host.sqlite3")
+            stores.append(store)
+            pki = host.pki
+            host_config = HostConfig(address=host.host, port=host.port, server_name="localhost",
+                                     ca_file=pki.host_ca_cert, cert_file=pki.terminal_cert,
+                                     key_file=pki.terminal_key, acquirer_id="12345", timeout=30.0)
+            acceptor = messages.Acceptor(terminal_id="TPE00001", merchant_id="000000000000001",
+                                         acquirer_id="12345")
+            return HostClient(host_config, store, TerminalKeys.open(store, keys_file), acceptor, connect)
+
+        async def start() -> tuple[AtRunner, QuectelModule]:
+            await host.start()
+            runner = AtRunner(await open_serial(await modem.open()))
+            await runner.start()
+            module = QuectelModule(runner, registration_timeout=30.0, poll_interval=0.2)
+            await module.bring_up(None, "internet.test")
+            return runner, module
+
+        def timed(one: HostClient) -> float:
+            started = time.perf_counter()
+            thread.run(one.authorize(request, at=at))
+            if one.last is None or one.last.response_code is None:
+                raise RuntimeError(f"an authorization got no answer: {one.last}")
+            return (time.perf_counter() - started) * 1000
+
+        try:
+            runner, module = thread.run(start())
+            # the host's own time: the same authorizations on loopback, warm TLS
+            loopback = client("loopback")
+            timed(loopback)
+            host_ms = statistics.median(timed(loopback) for _ in range(runs))
+            thread.run(loopback.close())
+
+            async def open_socket():  # type: ignore[no-untyped-def]
+                return await module.open_socket(host.host, host.port, 30.0)
+
+            # cold: from open_socket to the first answer, the TLS handshake over the radio included
+            over_air = client("modem", open_socket)
+            cold_ms = timed(over_air)
+            (cold_traffic,) = modem.traffic()
+            cold_bytes = cold_traffic.up_bytes + cold_traffic.down_bytes
+            warm = [timed(over_air) for _ in range(runs)]
+            before = sum(t.up_bytes + t.down_bytes for t in modem.traffic())
+            timed(over_air)
+            after = sum(t.up_bytes + t.down_bytes for t in modem.traffic())
+            thread.run(over_air.close())
+            thread.run(module.close())
+            thread.run(runner.close())
+        finally:
+            with contextlib.suppress(Exception):
+                thread.run(modem.close())
+            with contextlib.suppress(Exception):
+                thread.run(host.stop())
+            thread.stop()
+            for store in stores:
+                store.close()
+
+    warm_ms = statistics.median(warm)
+    open_ms = conditions.open_delay_ms
+    results["modem_3g_rtt_ms"] = MODEM_3G_RTT_MS
+    results["modem_3g_cold_connect_to_first_authorization_ms"] = round(cold_ms, 1)
+    results["modem_3g_authorization_ms_median_warm"] = round(warm_ms, 1)
+    results["modem_3g_host_time_ms_median"] = round(host_ms, 2)
+    results["modem_3g_module_socket_open_delay_ms"] = open_ms
+    results["modem_3g_bytes_on_air_per_authorization"] = after - before
+    results["modem_3g_cold_bytes_on_air"] = cold_bytes  # TLS handshake and first authorization
+    results["modem_3g_warm_vs_rtt_plus_host"] = round(warm_ms / (MODEM_3G_RTT_MS + host_ms), 3)
+    results["modem_3g_cold_in_rtts"] = round((cold_ms - open_ms) / MODEM_3G_RTT_MS, 2)
+
+
 def bench_pcscd(results: dict[str, float]) -> None:
     from sim import pcscd
 
@@ -289,6 +410,7 @@ def main() -> int:
     bench_inprocess(results)
     bench_kernel(results)
     bench_host(results)
+    bench_modem(results)
     bench_pcscd(results)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(results.items()):
