@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from firmware.tls_stream import ByteStream, StreamError, open_tcp
+from firmware.tls_stream import ByteStream, ConnectError, StreamError, open_tcp
 
 log = logging.getLogger(__name__)
 
 
-class LinkDown(Exception):
-    """No link can reach the acquirer now; `causes` says why, per link."""
+class LinkDown(ConnectError):
+    """No link can reach the acquirer now; `causes` says why, per link. A `ConnectError`, so
+    the host client treats it as "not sent" (or "reversal still owed"), never as a crash."""
 
     def __init__(self, causes: dict[str, str]) -> None:
         self.causes = causes

@@ -35,13 +35,13 @@ from firmware.host_client import (
     HostClientError,
 )
 from firmware.host_store import HostStore
-from firmware.links import CellularLink, Link, LinkDown, LinkEvent, LinkManager, OsNetworkLink
+from firmware.links import CellularLink, Link, LinkEvent, LinkManager, OsNetworkLink
 from firmware.messages import Acceptor
 from firmware.money import alpha, format_amount
 from firmware.pin_pad import DukptPinPad, PinPad
 from firmware.prompts import ConsolePrompt, ScriptedPrompt
 from firmware.terminal_keys import MemorySecretStore, TerminalKeys
-from firmware.tls_stream import ByteStream, ConnectError
+from firmware.tls_stream import ByteStream
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +214,8 @@ def link_manager(config: AppConfig, cellular: Any = None) -> LinkManager:
 
 
 def link_connect(manager: LinkManager) -> Callable[[], Awaitable[ByteStream]]:
-    """`HostClient`'s connect over `manager`: no link is a `ConnectError`, which the client
-    treats as "not sent" (or "reversal still owed"), never as a crash."""
-    async def connect() -> ByteStream:
-        try:
-            return await manager.connect()
-        except LinkDown as exc:
-            raise ConnectError(f"no link to the acquirer: {exc}") from exc
-    return connect
+    """`HostClient`'s connect over `manager` (no link is `LinkDown`, a `ConnectError`)."""
+    return manager.connect
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from firmware.links import LinkDown, LinkEvent, LinkManager, OsNetworkLink
-from firmware.tls_stream import ByteStream, open_tcp
+from firmware.tls_stream import ByteStream, ConnectError, open_tcp
 
 
 class Acquirer:
@@ -117,6 +117,7 @@ def test_all_links_down_is_a_typed_error_with_every_cause() -> None:
 
     error, manager = run(scenario())
     assert set(error.causes) == {"network", "cellular"}
+    assert isinstance(error, ConnectError)  # the host client's "not sent", never a crash
     assert manager.current is None and manager.events[-1].kind == "down"
     assert manager.snapshot()["route"] is None
 
