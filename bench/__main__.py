@@ -332,8 +332,13 @@ def bench_modem(results: dict[str, float]) -> None:
             host_ms = statistics.median(timed(loopback) for _ in range(runs))
             thread.run(loopback.close())
 
+            opens: list[float] = []
+
             async def open_socket():  # type: ignore[no-untyped-def]
-                return await module.open_socket(host.host, host.port, 30.0)
+                started = time.perf_counter()
+                socket = await module.open_socket(host.host, host.port, 30.0)
+                opens.append((time.perf_counter() - started) * 1000)  # AT+QIOPEN to +QIOPEN: 0
+                return socket
 
             # cold: from open_socket to the first answer, the TLS handshake over the radio included
             over_air = client("modem", open_socket)
@@ -366,6 +371,11 @@ def bench_modem(results: dict[str, float]) -> None:
     results["modem_3g_bytes_on_air_per_authorization"] = after - before
     results["modem_3g_cold_bytes_on_air"] = cold_bytes  # TLS handshake and first authorization
     results["modem_3g_warm_vs_rtt_plus_host"] = round(warm_ms / (MODEM_3G_RTT_MS + host_ms), 3)
+    # The goal's "module's socket open" is the AT socket open as measured (AT+QIOPEN until
+    # +QIOPEN: 0, the TCP handshake over the air included); the rest is TLS and the request.
+    results["modem_3g_socket_open_ms"] = round(opens[0], 1)
+    results["modem_3g_cold_after_socket_open_in_rtts"] = round((cold_ms - opens[0]) / MODEM_3G_RTT_MS, 2)
+    # Counting the TCP handshake among the RTTs instead (only the module's own delay apart):
     results["modem_3g_cold_in_rtts"] = round((cold_ms - open_ms) / MODEM_3G_RTT_MS, 2)
 
 
