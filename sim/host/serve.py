@@ -21,17 +21,15 @@ At the end of input the host keeps serving until SIGTERM or SIGINT, which stop i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TextIO
 
 from sim.card.issuer import SCRIPT_TEMPLATES, IssuerScripts
 from sim.card.profile import ProfileError
+from sim.control import say, serve_commands, stop_on_signals
 from sim.host.accounts import AccountError, AccountRules
 from sim.host.faults import FaultError, ResponseFault
 from sim.host.keys import KeyFileError
@@ -45,11 +43,6 @@ _FAULT_WORDS = {"drop": ResponseFault.DROP, "close": ResponseFault.CLOSE, "garba
 
 class CommandError(Exception):
     """A command line that cannot be carried out; the message is the reason."""
-
-
-def _say(out: TextIO, line: str) -> None:
-    out.write(line + "\n")
-    out.flush()
 
 
 def _integer(word: str, what: str) -> int:
@@ -120,52 +113,19 @@ def _script(scripts: IssuerScripts, args: list[str]) -> IssuerScripts:
     raise CommandError("script put TAG HEX | script block | script template 71|72 | script clear")
 
 
-def _read_lines(stdin: TextIO, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
-    for line in stdin:
-        loop.call_soon_threadsafe(queue.put_nowait, line)
-    loop.call_soon_threadsafe(queue.put_nowait, None)
-
-
 async def _run(host: HostSimulator, stdin: TextIO, out: TextIO) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await host.start()
     except HostError as exc:
-        _say(out, f"error {exc}")
+        say(out, f"error {exc}")
         return EXIT_START
     try:
-        _say(out, f"ok host listening on {host.host}:{host.port}")
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
-        # A daemon thread: a read blocked on a terminal never holds the process at exit.
-        threading.Thread(target=_read_lines, args=(stdin, loop, lines), daemon=True).start()
-        stopping = asyncio.ensure_future(stop.wait())
-        while not stop.is_set():
-            reading = asyncio.ensure_future(lines.get())
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not reading.done():
-                reading.cancel()
-                break
-            line = reading.result()
-            if line is None:  # end of input: serve until a signal
-                await stopping
-                break
-            words = line.split()
-            if not words:
-                continue
-            if words == ["quit"]:
-                break
-            try:
-                _say(out, execute(host, words))
-            except CommandError as exc:
-                _say(out, f"error {exc}")
-        stopping.cancel()
+        say(out, f"ok host listening on {host.host}:{host.port}")
+        await serve_commands(stdin, out, stop, lambda words: execute(host, words), (CommandError,))
     finally:
         await host.stop()
-    _say(out, "ok host stopped")
+    say(out, "ok host stopped")
     return EXIT_OK
 
 
@@ -175,13 +135,13 @@ def serve(listen: str, pki_dir: Path, ledger: Path | None = None, *, rules: Acco
     out = stdout or sys.stdout
     address, _, port_text = listen.rpartition(":")
     if not address or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 0xFFFF:
-        _say(out, "error --listen is HOST:PORT")
+        say(out, "error --listen is HOST:PORT")
         return EXIT_USAGE
     try:
         host = HostSimulator(pki_dir, host=address.strip("[]"), port=int(port_text), ledger=ledger,
                              rules=rules)
     except (HostError, KeyFileError, LedgerError, AccountError, ProfileError, OSError) as exc:
-        _say(out, f"error {exc}")
+        say(out, f"error {exc}")
         return EXIT_START
     return asyncio.run(_run(host, stdin or sys.stdin, out))
 
@@ -190,13 +150,13 @@ def print_ledger(path: Path, *, as_json: bool, out: TextIO | None = None) -> int
     """`tpe sim host ledger`: the entries of a ledger file, as text or JSON."""
     out = out or sys.stdout
     if not path.is_file():
-        _say(out, f"error {path}: no such ledger")
+        say(out, f"error {path}: no such ledger")
         return EXIT_USAGE
     try:
         with Ledger(path) as ledger:
             entries = ledger.entries()
     except LedgerError as exc:
-        _say(out, f"error {exc}")
+        say(out, f"error {exc}")
         return EXIT_USAGE
     if as_json:
         out.write(json.dumps([entry.as_dict() for entry in entries], indent=2) + "\n")

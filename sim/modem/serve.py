@@ -22,13 +22,11 @@ At the end of input the module keeps running until SIGTERM or SIGINT, which stop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import signal
 import sys
-import threading
 from typing import Any, TextIO
 
+from sim.control import say, serve_commands, stop_on_signals
 from sim.modem.network import REGISTRATION_STAT, ConditionsError, NetworkConditions
 from sim.modem.simulator import ModemSimulator, ModemSimulatorError, SimulatorStatus
 
@@ -37,11 +35,6 @@ EXIT_OK, EXIT_USAGE, EXIT_START = 0, 2, 3
 
 class CommandError(Exception):
     """A command line that cannot be carried out; the message is the reason."""
-
-
-def _say(out: TextIO, line: str) -> None:
-    out.write(line + "\n")
-    out.flush()
 
 
 def _number(word: str, what: str) -> float:
@@ -116,52 +109,19 @@ def execute(sim: ModemSimulator, words: list[str]) -> str:
     raise CommandError(f"unknown command: {' '.join(words)[:40]}")
 
 
-def _read_lines(stdin: TextIO, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
-    for line in stdin:
-        loop.call_soon_threadsafe(queue.put_nowait, line)
-    loop.call_soon_threadsafe(queue.put_nowait, None)
-
-
 async def _run(sim: ModemSimulator, stdin: TextIO, out: TextIO) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         path = await sim.open()
     except OSError as exc:
-        _say(out, f"error cannot open a pty: {exc}")
+        say(out, f"error cannot open a pty: {exc}")
         return EXIT_START
     try:
-        _say(out, f"ok modem {sim.dialect_name} on {path}")
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
-        # A daemon thread: a read blocked on a terminal never holds the process at exit.
-        threading.Thread(target=_read_lines, args=(stdin, loop, lines), daemon=True).start()
-        stopping = asyncio.ensure_future(stop.wait())
-        while not stop.is_set():
-            reading = asyncio.ensure_future(lines.get())
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not reading.done():
-                reading.cancel()
-                break
-            line = reading.result()
-            if line is None:  # end of input: serve until a signal
-                await stopping
-                break
-            words = line.split()
-            if not words:
-                continue
-            if words == ["quit"]:
-                break
-            try:
-                _say(out, execute(sim, words))
-            except CommandError as exc:
-                _say(out, f"error {exc}")
-        stopping.cancel()
+        say(out, f"ok modem {sim.dialect_name} on {path}")
+        await serve_commands(stdin, out, stop, lambda words: execute(sim, words), (CommandError,))
     finally:
         await sim.close()
-    _say(out, "ok modem stopped")
+    say(out, "ok modem stopped")
     return EXIT_OK
 
 
@@ -174,6 +134,6 @@ def serve(dialect: str = "quectel", *, pin: str | None = None, conditions: dict[
         sim = ModemSimulator(dialect, NetworkConditions(**(conditions or {})), pin=pin,
                              reboot_seconds=reboot_seconds, seed=seed)
     except (ConditionsError, ModemSimulatorError, TypeError) as exc:
-        _say(out, f"error {exc}")
+        say(out, f"error {exc}")
         return EXIT_USAGE
     return asyncio.run(_run(sim, stdin or sys.stdin, out))
