@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_USAGE, EXIT_READER, EXIT_CARD, EXIT_DECLINED = 0, 2, 3, 4, 5
+EXIT_OK, EXIT_USAGE, EXIT_READER, EXIT_CARD, EXIT_DECLINED, EXIT_STORE = 0, 2, 3, 4, 5, 6
 
 
 def _card_read(args: argparse.Namespace) -> int:
@@ -129,6 +129,34 @@ def _on_card(reader_name: str | None, wait: float, action: Callable[[Any], T]) -
             session.disconnect()
     finally:
         reader.close()
+
+
+def _saf_status(args: argparse.Namespace) -> int:
+    from firmware.config import ConfigError, load_config
+    from firmware.keystore import Keystore, KeystoreError
+    from firmware.money import alpha, format_amount
+    from firmware.saf_queue import FILE_NAME, SafQueue, SafQueueError
+
+    try:
+        config = load_config(args.config)
+        folder = config.state.folder
+        queue = SafQueue(folder / FILE_NAME, Keystore.open(folder))
+        status = queue.status()
+    except ConfigError as exc:
+        return _fail(args, "config", str(exc), EXIT_USAGE)
+    except (KeystoreError, SafQueueError) as exc:
+        return _fail(args, "store", str(exc), EXIT_STORE)
+    oldest = status.oldest_created.isoformat() if status.oldest_created else None
+    exponent = config.kernel.terminal.currency_exponent
+    if args.json:
+        amounts = {alpha(currency): amount for currency, amount in status.amount_per_currency.items()}
+        print(json.dumps({"count": status.count, "oldest": oldest, "amount_per_currency": amounts}))
+    else:
+        print(f"Waiting     {status.count}")
+        for currency, amount in sorted(status.amount_per_currency.items()):
+            print(f"Amount      {format_amount(amount, exponent)} {alpha(currency)}")
+        print(f"Oldest      {oldest or '-'}")
+    return EXIT_OK
 
 
 def _fail(args: argparse.Namespace, kind: str, message: str, code: int) -> int:
@@ -260,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the scripted issuer declines verified authorizations")
     sale.add_argument("--json", action="store_true", help="print one JSON object")
     sale.set_defaults(func=_sale)
+
+    saf = sub.add_parser("saf", help="the store-and-forward queue").add_subparsers(
+        dest="saf_cmd", required=True)
+    saf_status = saf.add_parser("status", help="payments and reversals waiting for the host")
+    saf_status.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
+    saf_status.add_argument("--json", action="store_true", help="print one JSON object")
+    saf_status.set_defaults(func=_saf_status)
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="sim_cmd", required=True)
     sim_card = sim.add_parser("card", help="the software EMV card").add_subparsers(
