@@ -165,6 +165,24 @@ class TlsStream:
         except (ssl.SSLError, ValueError) as exc:
             await raw.close()
             raise TlsError(f"cannot start TLS to {server_hostname!r}: {exc}") from exc
+        return await cls._shake(raw, tls, incoming, outgoing, timeout)
+
+    @classmethod
+    async def accept(cls, raw: ByteStream, context: ssl.SSLContext, timeout: float) -> TlsStream:
+        """The server side: run the handshake as server over `raw` within `timeout` seconds (the
+        host simulator's acceptor); `TlsError` (and `raw` closed) when it fails, the client
+        certificate included."""
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        try:
+            tls = context.wrap_bio(incoming, outgoing, server_side=True)
+        except (ssl.SSLError, ValueError) as exc:
+            await raw.close()
+            raise TlsError(f"cannot start TLS: {exc}") from exc
+        return await cls._shake(raw, tls, incoming, outgoing, timeout)
+
+    @classmethod
+    async def _shake(cls, raw: ByteStream, tls: ssl.SSLObject, incoming: ssl.MemoryBIO,
+                     outgoing: ssl.MemoryBIO, timeout: float) -> TlsStream:
         stream = cls(raw, tls, incoming, outgoing)
         try:
             async with asyncio.timeout(timeout):

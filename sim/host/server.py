@@ -18,7 +18,6 @@ import asyncio
 import datetime
 import logging
 import os
-import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from firmware.tls_stream import (
     BadFrame,
     FramedConnection,
     StreamClosed,
-    StreamError,
     StreamTimeout,
     TcpStream,
     TlsError,
@@ -70,30 +68,6 @@ def load_or_make_pki(folder: Path) -> TestPki:
     if missing:
         raise HostError(f"{folder} is neither empty nor a test PKI folder: {missing[0]} is missing")
     return TestPki(folder=folder, terminal_id="", **paths)
-
-
-class AcceptedTls(TlsStream):
-    """The server side of `TlsStream`: the same MemoryBIO record layer, the handshake run as
-    server (RFC 8446, 4; RFC 5246, 7.3)."""
-
-    @classmethod
-    async def accept(cls, raw: TcpStream, context: ssl.SSLContext, timeout: float) -> AcceptedTls:
-        """Run the server handshake over `raw` within `timeout` seconds; `TlsError` (and `raw`
-        closed) when it fails, the client certificate included."""
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        stream = cls(raw, context.wrap_bio(incoming, outgoing, server_side=True), incoming, outgoing)
-        try:
-            async with asyncio.timeout(timeout):
-                await stream._handshake()
-        except TimeoutError as exc:
-            await raw.close()
-            raise TlsError(f"the TLS handshake took over {timeout} s") from exc
-        except StreamError as exc:
-            await raw.close()
-            if isinstance(exc, TlsError):
-                raise
-            raise TlsError(f"the connection failed during the TLS handshake: {exc}") from exc
-        return stream
 
 
 @dataclass
@@ -191,7 +165,7 @@ class HostSimulator:
         raw = TcpStream(reader, writer)
         try:
             try:
-                tls = await AcceptedTls.accept(raw, self._context, self.handshake_timeout)
+                tls = await TlsStream.accept(raw, self._context, self.handshake_timeout)
             except TlsError as exc:
                 self.stats.tls_failures += 1
                 log.warning("%s: TLS refused: %s", peer, exc)
