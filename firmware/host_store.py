@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware import durable
+
 MAX_STAN = 999_999  # ISO 8583 field 11: n 6
 
 _SCHEMA = """
@@ -51,10 +53,8 @@ class HostStore:
         self.path = path
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = durable.connect(path)
+            durable.make_durable(self._db)
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise HostStoreError(f"cannot open {path}: {exc}") from exc
@@ -65,15 +65,7 @@ class HostStore:
     def _write(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """One statement in its own committed transaction; the rows it RETURNs."""
         try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = self._db.execute(sql, args).fetchall()
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return rows
+            return durable.commit(self._db, self._lock, sql, args)
         except sqlite3.Error as exc:
             raise HostStoreError(f"{self.path}: {exc}") from exc
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from firmware import durable
 from firmware.keystore import Keystore, KeystoreError
 
 FILE_NAME = "saf.sqlite3"
@@ -131,13 +132,11 @@ class SafQueue:
         self._keystore = keystore
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = durable.connect(path)
         except (sqlite3.Error, OSError) as exc:
             raise SafQueueError(f"cannot open {path}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            durable.make_durable(self._db)
             # SQLite "quick_check": every page read once, b-tree and record structure verified
             problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
             if problems != ["ok"]:
@@ -170,15 +169,7 @@ class SafQueue:
     def _write(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
         """One statement in its own committed transaction; the rows it RETURNs."""
         try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = self._db.execute(sql, args).fetchall()
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return rows
+            return durable.commit(self._db, self._lock, sql, args)
         except sqlite3.Error as exc:
             raise SafQueueError(f"{self.path}: {exc}") from exc
 
