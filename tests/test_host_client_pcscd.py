@@ -8,86 +8,27 @@ simulator's (sim/host/*.toml).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sim_processes import SimProcess, sale, write_config
+from sim_processes import sim_host as start_sim_host
 
-from sim import pcscd
 from sim.card.profile import load_profile
 from sim.host.ledger import Ledger
 from sim.host.test_pki import TestPki, make_test_pki
 
 pytestmark = pytest.mark.pcscd
-TPE = [sys.executable, "-m", "firmware.cli"]
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = ROOT / "firmware" / "defaults" / "terminal.toml"
-
-
-class SimHost:
-    """`tpe sim host` as a child process, stopped by its own PID."""
-
-    def __init__(self, pki: Path, ledger: Path) -> None:
-        self.process = subprocess.Popen(
-            [*TPE, "sim", "host", "--listen", "127.0.0.1:0", "--pki", str(pki), "--ledger", str(ledger)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        assert self.process.stdout is not None
-        banner = self.process.stdout.readline().strip()
-        if not banner.startswith("ok host listening on "):
-            self.stop()
-            pytest.fail(f"tpe sim host did not start: {banner!r}")
-        self.port = int(banner.rpartition(":")[2])
-
-    def command(self, line: str) -> str:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline().strip()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 @pytest.fixture
-def sim_host(tmp_path: Path) -> Iterator[tuple[SimHost, TestPki, Path]]:
+def sim_host(tmp_path: Path) -> Iterator[tuple[SimProcess, TestPki, Path]]:
     pki = make_test_pki(tmp_path / "pki")
     ledger = tmp_path / "ledger.sqlite3"
-    host = SimHost(pki.folder, ledger)
+    host = start_sim_host(pki, ledger)
     yield host, pki, ledger
     host.stop()
-
-
-def write_config(tmp_path: Path, port: int, pki: TestPki) -> Path:
-    """The packaged default with a [host] on the simulator and the state in tmp."""
-    path = tmp_path / "terminal.toml"
-    path.write_text(DEFAULT_CONFIG.read_text() + f"""
-[host]
-address = "127.0.0.1"
-port = {port}
-server_name = "localhost"
-ca_file = "pki/{pki.host_ca_cert.name}"
-cert_file = "pki/{pki.terminal_cert.name}"
-key_file = "pki/{pki.terminal_key.name}"
-acquirer_id = "12345"
-timeout = 10
-
-[state]
-folder = "state"
-""")
-    return path
-
-
-def sale(daemon: pcscd.PrivatePcscd, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TPE, "-v", "sale", *args], env=daemon.client_env(), cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def test_tpe_sale_approved_online_by_tpe_sim_host(pcscd_daemon, server, sim_host, tmp_path: Path) -> None:
