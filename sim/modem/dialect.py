@@ -118,7 +118,22 @@ class Dialect:
         """New bytes are in `sock.received`."""
 
     def peer_closed(self, sock: DataSocket) -> None:
-        """The peer closed `sock` after everything it sent had arrived."""
+        """The peer closed `sock` after everything it sent had arrived: both dialects report it
+        as they report a close by the network."""
+        self.socket_closed_by_network(sock)
+
+    def current(self, sock: DataSocket) -> bool:
+        """`sock` still holds its id (a URC about an older socket of that id is dropped)."""
+        return self.modem.sockets.get(sock.socket_id) is sock
+
+    def drop_sockets(self) -> None:
+        """The network is gone: connected sockets are closed by it, opening ones abandoned."""
+        for sock in list(self.modem.sockets.values()):
+            if sock.state == "connected":
+                sock.abort()
+                self.socket_closed_by_network(sock)
+            elif sock.state == "opening":
+                sock.abort()
 
     def describe(self) -> str:
         """A few words of state for `status`."""

@@ -85,18 +85,10 @@ class Quectel(Dialect):
         for context in sorted(self.active):
             self.modem.urc(f'+QIURC: "pdpdeact",{context}')
         self.active = {}
-        for sock in list(self.modem.sockets.values()):
-            if sock.state == "connected":
-                sock.abort()
-                self.socket_closed_by_network(sock)
-            elif sock.state == "opening":
-                sock.abort()
+        self.drop_sockets()
 
     def socket_closed_by_network(self, sock: DataSocket) -> None:
-        self.modem.urc(f'+QIURC: "closed",{sock.socket_id}', valid=lambda: self._current(sock))
-
-    def peer_closed(self, sock: DataSocket) -> None:
-        self.socket_closed_by_network(sock)
+        self.modem.urc(f'+QIURC: "closed",{sock.socket_id}', valid=lambda: self.current(sock))
 
     def data_arrived(self, sock: DataSocket) -> None:
         if sock.push:
@@ -106,10 +98,7 @@ class Quectel(Dialect):
             # Buffer access mode: one URC until the buffer has been read empty.
             sock.notified = True
             self.modem.urc(f'+QIURC: "recv",{sock.socket_id}',
-                           valid=lambda: self._current(sock) and bool(sock.received))
-
-    def _current(self, sock: DataSocket) -> bool:
-        return self.modem.sockets.get(sock.socket_id) is sock
+                           valid=lambda: self.current(sock) and bool(sock.received))
 
     def _fail(self, code: int) -> AtFailure:
         self.last_error = code
@@ -190,7 +179,7 @@ class Quectel(Dialect):
 
     async def _open(self, sock: DataSocket) -> None:
         failure = await sock.connect(self.modem.connect_timeout)
-        if not self._current(sock) or sock.state == "closed":
+        if not self.current(sock) or sock.state == "closed":
             return
         if failure is None:
             self.last_error = 0

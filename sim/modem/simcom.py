@@ -79,18 +79,10 @@ class Simcom(Dialect):
             return
         self.net_open = False
         self.modem.urc("+CIPEVENT: NETWORK CLOSED UNEXPECTEDLY")
-        for sock in list(self.modem.sockets.values()):
-            if sock.state == "connected":
-                sock.abort()
-                self.socket_closed_by_network(sock)
-            elif sock.state == "opening":
-                sock.abort()
+        self.drop_sockets()
 
     def socket_closed_by_network(self, sock: DataSocket) -> None:
-        self.modem.urc(f"+IPCLOSE: {sock.socket_id},{CLOSED_BY_REMOTE}", valid=lambda: self._current(sock))
-
-    def peer_closed(self, sock: DataSocket) -> None:
-        self.socket_closed_by_network(sock)
+        self.modem.urc(f"+IPCLOSE: {sock.socket_id},{CLOSED_BY_REMOTE}", valid=lambda: self.current(sock))
 
     def data_arrived(self, sock: DataSocket) -> None:
         if sock.push:
@@ -101,10 +93,7 @@ class Simcom(Dialect):
             # Manual receive: one URC until the buffer has been read empty.
             sock.notified = True
             self.modem.urc(f"+CIPRXGET: 1,{sock.socket_id}",
-                           valid=lambda: self._current(sock) and bool(sock.received))
-
-    def _current(self, sock: DataSocket) -> bool:
-        return self.modem.sockets.get(sock.socket_id) is sock
+                           valid=lambda: self.current(sock) and bool(sock.received))
 
     def _ip_error(self, text: str) -> AtFailure:
         self.modem.info(f"+IP ERROR: {text}")
@@ -222,7 +211,7 @@ class Simcom(Dialect):
 
     async def _open(self, sock: DataSocket) -> None:
         failure = await sock.connect(self.modem.connect_timeout)
-        if not self._current(sock) or sock.state == "closed":
+        if not self.current(sock) or sock.state == "closed":
             return
         if failure is None:
             self.modem.urc(f"+CIPOPEN: {sock.socket_id},0")
