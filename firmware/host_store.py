@@ -1,10 +1,11 @@
 """What the host link must not forget across a power cut (ARCHITECTURE principle 4).
 
-One SQLite database (WAL, synchronous FULL): the STAN counter, the DUKPT registers and the
-reversals owed to the host. A reversal is written and committed *before* the terminal does
-anything else after an authorization went unanswered, then sent, then repeated (0401) until the
-host acknowledges it. Stored reversals identify the original message (MTI, STAN, transmission
-date and time, amount, currency) and carry no card data.
+One SQLite database (WAL, synchronous FULL): the STAN counter, the DUKPT registers (sealed
+with the device keystore) and the reversals owed to the host. A reversal is written and
+committed *before* the terminal does anything else after an authorization went unanswered,
+then sent, then repeated (0401) until the host acknowledges it. Stored reversals identify the
+original message (MTI, STAN, transmission date and time, amount, currency) and carry no card
+data.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware import durable
+from firmware.keystore import Keystore, KeystoreError
 
 MAX_STAN = 999_999  # ISO 8583 field 11: n 6
 
@@ -56,7 +58,9 @@ class HostStore:
             self._db = durable.connect(path)
             durable.make_durable(self._db)
             self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
+            # The device keystore of the same state folder seals the secret state at rest.
+            self._keystore = Keystore.open(path.parent)
+        except (sqlite3.Error, OSError, KeystoreError) as exc:
             raise HostStoreError(f"cannot open {path}: {exc}") from exc
 
     def close(self) -> None:
@@ -77,13 +81,20 @@ class HostStore:
         return int(rows[0][0])
 
     def save_secret_state(self, name: str, value: bytes) -> None:
-        """Opaque state (DUKPT registers); the caller encrypts it (issue: keystore)."""
+        """Opaque state (the DUKPT registers), sealed with AES-GCM under the device keystore's
+        key, bound to its name: never on disk in clear."""
+        sealed = self._keystore.seal(value, name.encode())
         self._write("INSERT INTO secret_state(name, value) VALUES(?, ?) ON CONFLICT(name) "
-                    "DO UPDATE SET value = excluded.value", (name, value))
+                    "DO UPDATE SET value = excluded.value", (name, sealed))
 
     def load_secret_state(self, name: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM secret_state WHERE name = ?", (name,)).fetchone()
-        return bytes(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            return self._keystore.open_sealed(bytes(row[0]), name.encode())
+        except KeystoreError as exc:
+            raise HostStoreError(f"{self.path}: the secret state {name!r} does not open: {exc}") from exc
 
     def record_reversal(self, original: dict[str, str | int], created: str) -> Reversal:
         rows = self._write("INSERT INTO reversal(original, created) VALUES(?, ?) RETURNING id",

@@ -85,6 +85,25 @@ def test_secret_state_round_trip(tmp_path: Path) -> None:
     assert store.load_secret_state("dukpt") == b"\x03"
 
 
+def test_secret_state_is_sealed_on_disk(tmp_path: Path) -> None:
+    secret = bytes(range(64))  # stands for DUKPT registers: recognisable if written in clear
+    store = HostStore(tmp_path / "host.db")
+    store.save_secret_state("dukpt", secret)
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("host.db*"))
+    assert secret not in raw and secret[:16] not in raw
+    assert HostStore(tmp_path / "host.db").load_secret_state("dukpt") == secret
+
+
+def test_tampered_secret_state_is_a_typed_error(tmp_path: Path) -> None:
+    store = HostStore(tmp_path / "host.db")
+    store.save_secret_state("dukpt", b"registers")
+    (sealed,) = store._db.execute("SELECT value FROM secret_state").fetchone()
+    store._db.execute("UPDATE secret_state SET value = ?", (bytes(sealed[:-1]) + bytes([sealed[-1] ^ 1]),))
+    with pytest.raises(HostStoreError, match="does not open"):
+        store.load_secret_state("dukpt")
+
+
 def test_unusable_path_is_a_typed_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(HostStoreError):
