@@ -15,7 +15,7 @@ Working keys (6.3.3 "derive working key", of the transaction key's own type):
 The MAC is AES-CMAC (NIST SP 800-38B) truncated to its leftmost 8 bytes.
 
 Keys are never shown: not in a repr, a log line or an exception message. The stored registers
-are in clear for now (the keystore issue encrypts them at rest).
+are sealed at rest by `HostStore` with the device keystore (`firmware/keystore.py`).
 """
 
 from __future__ import annotations
