@@ -11,13 +11,14 @@ import hashlib
 from collections import ChainMap
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from emv import apdu, card_data, dol, oda, tlv
 from emv.apdu import CryptogramType, Response
 from emv.context import TSI, TVR, Context
 from emv.errors import ApduError, DolError, EmvError
 from emv.outcome import Terminate
-from emv.requests import Transmit
+from emv.requests import ApproveOffline, OfflineDecision, Transmit
 
 # EMV 4.4 Book 3, 6.5.5.4, Table 15: Cryptogram Information Data '9F27'.
 CID_TYPE_MASK = 0xC0  # b8-b7: AAC '00', TC '01', ARQC '10', '11' RFU
@@ -45,6 +46,11 @@ IAC_DEFAULT_ABSENT = b"\xff" * ACTION_CODE_LENGTH
 # EMV 4.4 Book 4, Annex A6: Authorisation Response Codes the terminal writes itself.
 ARC_OFFLINE_APPROVED = b"Y1"
 ARC_OFFLINE_DECLINED = b"Z1"
+
+# The reason `OutcomeKind` declines carry when the merchant's offline limits refused a TC.
+OFFLINE_REFUSED = "offline_refused"
+# What a driver's answer to `ApproveOffline` that is no `OfflineDecision` counts as.
+NO_OFFLINE_DECISION = "no_decision"
 
 TAG_TC_HASH = 0x98
 TAG_TDOL = 0x97
@@ -368,13 +374,56 @@ def generate_ac(ctx: Context, requested: CryptogramType, cdol_values: bytes, *,
     return result
 
 
-def first_generate_ac(ctx: Context) -> Generator[Transmit, Response, AcResult]:
+def approve_offline(ctx: Context, *, unable_online: bool) -> Generator[ApproveOffline, Any, str | None]:
+    """Ask the driver whether the merchant's offline limits allow the TC about to be asked.
+
+    Returns None when they do, else the refusal's reason word (also kept in
+    `ctx.offline_refused`). An answer that is no `OfflineDecision` is a refusal.
+    """
+    aid = ctx.card.get(0x84) or (ctx.aid_params.aid if ctx.aid_params is not None else b"")
+    answer = yield ApproveOffline(
+        aid=aid,
+        amount=ctx.transaction.amount,
+        currency=ctx.config.terminal.currency,
+        transaction_type=ctx.transaction.transaction_type,
+        online_pin=ctx.tvr.is_set(TVR.ONLINE_PIN_ENTERED),
+        unable_online=unable_online,
+    )
+    if not isinstance(answer, OfflineDecision):
+        ctx.note("offline approval: the answer is not an OfflineDecision, refused")
+        answer = OfflineDecision.refuse(NO_OFFLINE_DECISION)
+    if answer.allowed:
+        return None
+    reason = answer.reason or NO_OFFLINE_DECISION
+    ctx.offline_refused = reason
+    return reason
+
+
+def refused_offline_reason(reason: str) -> str:
+    """The outcome's reason for a sale the offline limits declined: 'offline_refused:<reason>'."""
+    return f"{OFFLINE_REFUSED}:{reason}"
+
+
+def first_generate_ac(ctx: Context) -> Generator[Transmit | ApproveOffline, Any, AcResult]:
     """Book 3, 10.7 and 10.8: terminal action analysis, then the first GENERATE AC.
 
-    Returns the card's answer; its `cryptogram_type` is what the transaction does next (TC:
-    approved offline, ARQC: go online, AAC: declined offline).
+    A TC is asked only when the merchant's offline limits allow it (`ApproveOffline`); when they
+    do not, the card is asked for an ARQC with TVR byte 4 b4 "merchant forced transaction
+    online" set (Book 3, Annex C5), or, on an offline-only terminal that has no issuer to ask,
+    for an AAC. Returns the card's answer; its `cryptogram_type` is what the transaction does
+    next (TC: approved offline, ARQC: go online, AAC: declined offline).
     """
     requested = terminal_action_analysis(ctx)
+    if requested == CryptogramType.TC:
+        refused = yield from approve_offline(ctx, unable_online=False)
+        if refused is not None and ctx.config.terminal.offline_only:
+            ctx.merchant_decline = refused_offline_reason(refused)
+            ctx.note(f"taa: AAC, offline approval refused ({refused}), offline-only terminal")
+            requested = CryptogramType.AAC
+        elif refused is not None:
+            ctx.tvr.set(TVR.MERCHANT_FORCED_ONLINE)
+            ctx.note(f"taa: ARQC, offline approval refused ({refused}), merchant forced online")
+            requested = CryptogramType.ARQC
     ctx.cdol1_data = cdol_data(ctx, 0x8C)
     result = yield from generate_ac(ctx, requested, ctx.cdol1_data, second=False)
     if result.cryptogram_type == CryptogramType.TC:

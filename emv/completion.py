@@ -10,14 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from emv import apdu, dol, tlv
-from emv.action_analysis import AcResult, cdol_data, default_action_analysis, denial_match, generate_ac
+from emv.action_analysis import (
+    AcResult,
+    approve_offline,
+    cdol_data,
+    default_action_analysis,
+    denial_match,
+    generate_ac,
+    refused_offline_reason,
+)
 from emv.apdu import CryptogramType, Response
 from emv.context import TSI, TVR, Context
 from emv.errors import ApduError, DolError, TlvError, TransportError
 from emv.outcome import Terminate
-from emv.requests import HostStatus, OnlineResponse, Transmit
+from emv.requests import ApproveOffline, HostStatus, OnlineResponse, Transmit
 
 TAG_SCRIPT_BEFORE = 0x71  # Issuer Script Template 1: before the final GENERATE AC
 TAG_SCRIPT_AFTER = 0x72  # Issuer Script Template 2: after it
@@ -188,7 +197,7 @@ def _require_arqc(first: AcResult) -> None:
 
 
 def complete_online(ctx: Context, first: AcResult,
-                    response: OnlineResponse) -> Generator[Transmit, Response, AcResult]:
+                    response: OnlineResponse) -> Generator[Transmit | ApproveOffline, Any, AcResult]:
     """Book 3, 10.9-10.11; Book 4, 6.3.8-6.3.9: the issuer answered the ARQC.
 
     Scripts '71' run before the second GENERATE AC, scripts '72' after it. Issuer
@@ -237,13 +246,22 @@ def complete_online(ctx: Context, first: AcResult,
     return final
 
 
-def complete_unable_online(ctx: Context, first: AcResult) -> Generator[Transmit, Response, AcResult]:
+def complete_unable_online(ctx: Context, first: AcResult,
+                           ) -> Generator[Transmit | ApproveOffline, Any, AcResult]:
     """Book 3, 10.7 (last step) and 10.11; Book 4, 6.3.7: the ARQC could not reach the issuer.
 
-    TAC-Default and IAC-Default decide between a TC with 8A = 'Y3' and an AAC with 8A = 'Z3'.
+    TAC-Default and IAC-Default decide between a TC with 8A = 'Y3' and an AAC with 8A = 'Z3'; a
+    TC is asked only when the merchant's offline limits allow it (`ApproveOffline`), else the
+    AAC, with 'offline_refused:<reason>' as the merchant's decline.
     """
     _require_arqc(first)
     requested = default_action_analysis(ctx)
+    if requested == CryptogramType.TC:
+        refused = yield from approve_offline(ctx, unable_online=True)
+        if refused is not None:
+            ctx.merchant_decline = refused_offline_reason(refused)
+            ctx.note(f"default analysis: AAC, offline approval refused ({refused})")
+            requested = CryptogramType.AAC
     ctx.authorisation_response_code = (ARC_UNABLE_APPROVED if requested == CryptogramType.TC
                                        else ARC_UNABLE_DECLINED)
     return (yield from _second_generate_ac(ctx, requested, {}))

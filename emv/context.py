@@ -147,6 +147,7 @@ class Context:
     online_pin_block: Sensitive[bytes] | None = None
     pin_key_serial: bytes | None = None
     merchant_decline: str | None = None  # a fraud rule or the exception file declined the sale
+    offline_refused: str | None = None  # the merchant's offline limits refused a TC (their reason)
     script_results: bytearray = field(default_factory=bytearray)  # 9F5B, 5 bytes per script
     events: list[str] = field(default_factory=list)  # kernel decisions, safe to print
 

@@ -33,6 +33,7 @@ from emv.errors import EmvError, TransportError
 from emv.kernel_config import KernelConfig
 from emv.outcome import Outcome, OutcomeKind, Terminate
 from emv.requests import (
+    ApproveOffline,
     CaptureSignature,
     ChooseApplication,
     ConfirmAmount,
@@ -46,7 +47,7 @@ from emv.requests import (
 from emv.sensitive import Sensitive
 
 Request = (Transmit | ChooseApplication | ConfirmAmount | EnterOfflinePin | EnterOnlinePin
-           | CaptureSignature | GoOnline)
+           | CaptureSignature | GoOnline | ApproveOffline)
 
 SW_OK = 0x9000
 SW_CONDITIONS_NOT_SATISFIED = 0x6985  # Book 3, 10.1: the application does not accept this sale
@@ -81,6 +82,9 @@ _DENIAL_REASONS: tuple[tuple[tuple[int, int], str], ...] = (
     (TVR.UCOL_EXCEEDED, "upper_offline_limit_exceeded"),
     (TVR.FLOOR_LIMIT_EXCEEDED, "floor_limit_exceeded"),
     (TVR.NEW_CARD, "new_card"),
+    # Set by the merchant's "force online" or by offline limits that refused a TC: with no issuer
+    # reached, the Default codes decline on it (Book 3, 10.7).
+    (TVR.MERCHANT_FORCED_ONLINE, "merchant_forced_online"),
 )
 
 
@@ -300,8 +304,9 @@ def _go_online(ctx: Context, progress: _Progress, first: action_analysis.AcResul
 
 
 def _decline_reason(ctx: Context, *, default_codes: bool = False) -> str:
-    """Why the sale was declined: the merchant's rule, the TVR bit that matched a Denial code
-    (or, unable to go online, a Default code: Book 3, 10.7), a failed CDA, else the card."""
+    """Why the sale was declined: the merchant's rule (offline limits included), the TVR bit that
+    matched a Denial code (or, unable to go online, a Default code: Book 3, 10.7), a failed CDA,
+    else the card."""
     if ctx.merchant_decline:
         return ctx.merchant_decline
     masks = [_action_code(ctx, 0x9F0E, "tac_denial")]
@@ -310,6 +315,8 @@ def _decline_reason(ctx: Context, *, default_codes: bool = False) -> str:
     for mask in masks:
         for bit, reason in _DENIAL_REASONS:
             if ctx.tvr.is_set(bit) and mask[bit[0]] & bit[1]:
+                if bit == TVR.MERCHANT_FORCED_ONLINE and ctx.offline_refused:
+                    return action_analysis.refused_offline_reason(ctx.offline_refused)
                 return reason
     if ctx.tvr.is_set(TVR.CDA_FAILED):
         return "cda_failed"

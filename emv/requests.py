@@ -125,6 +125,47 @@ class GoOnline:
     request: OnlineRequest
 
 
+@dataclass(frozen=True, slots=True)
+class ApproveOffline:
+    """The kernel is about to ask the card for a TC without the issuer: may it?
+
+    Asked after terminal action analysis chose a TC (Book 3, 10.7: 'Y1') and after the default
+    action analysis chose one when the issuer could not be reached (Book 3, 10.9; Book 4,
+    6.3.7: 'Y3'), before the GENERATE AC. Answer: `OfflineDecision`. A refusal asks the card for
+    an ARQC at the first GENERATE AC (TVR byte 4 b4 "merchant forced transaction online") and
+    for an AAC ('Z3') after "unable to go online"."""
+
+    aid: bytes
+    amount: int  # 9F02, minor units
+    currency: int  # 5F2A, ISO 4217 numeric
+    transaction_type: int  # 9C
+    online_pin: bool  # an online PIN was entered (TVR byte 3 b3)
+    unable_online: bool  # True: after unable to go online ('Y3'); False: first GENERATE AC ('Y1')
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineDecision:
+    """Answer to `ApproveOffline`. `reason` is a short machine word when refused
+    (`"amount_limit"`), None when allowed."""
+
+    allowed: bool
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.allowed and self.reason is not None:
+            raise ValueError("an allowed offline approval has no refusal reason")
+        if not self.allowed and not (isinstance(self.reason, str) and self.reason):
+            raise ValueError("a refused offline approval names its reason")
+
+    @classmethod
+    def allow(cls) -> OfflineDecision:
+        return cls(True)
+
+    @classmethod
+    def refuse(cls, reason: str) -> OfflineDecision:
+        return cls(False, reason)
+
+
 class HostStatus(StrEnum):
     RESPONDED = "responded"
     UNABLE = "unable"  # no link, timeout, malformed answer: Book 3, 10.9 "unable to go online"

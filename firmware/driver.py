@@ -1,7 +1,9 @@
 """Runs a sans-I/O kernel generator: fulfils each request it yields (ARCHITECTURE principle 1).
 
 Card commands go to the reader, cardholder prompts to a `Prompt` (the touchscreen later; the
-console or a script now), authorizations to an `Authorizer` (the host client later).
+console or a script now), authorizations to an `Authorizer` (the host client later), and the
+question whether a TC may be asked without the issuer to the merchant's offline limits
+(`firmware.offline_limits`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from emv import transport
 from emv.apdu import Response
 from emv.errors import TransportError
 from emv.requests import (
+    ApproveOffline,
     CaptureSignature,
     ChooseApplication,
     ConfirmAmount,
     EnterOfflinePin,
     EnterOnlinePin,
     GoOnline,
+    OfflineDecision,
     OnlineRequest,
     OnlineResponse,
     PinEntry,
@@ -63,14 +67,21 @@ def card_sender(transmit: Callable[[bytes], bytes], protocol: str,
     return fulfil
 
 
+OfflinePolicy = Callable[[ApproveOffline], OfflineDecision]
+
+
 def _answer(request: Any, fulfil: Callable[[Transmit], Response], prompt: Prompt | None,
-            authorizer: Authorizer | None) -> Any:
+            authorizer: Authorizer | None, offline: OfflinePolicy | None) -> Any:
     if isinstance(request, Transmit):
         return fulfil(request)
     if isinstance(request, GoOnline):
         if authorizer is None:
             return OnlineResponse.unable()
         return authorizer.authorize(request.request)
+    if isinstance(request, ApproveOffline):
+        if offline is None:
+            return OfflineDecision.allow()
+        return offline(request)
     if prompt is None:
         raise TypeError(f"no prompt to answer {type(request).__name__}")
     if isinstance(request, ChooseApplication):
@@ -87,14 +98,16 @@ def _answer(request: Any, fulfil: Callable[[Transmit], Response], prompt: Prompt
 
 
 def run(kernel: Generator[Any, Any, R], fulfil: Callable[[Transmit], Response],
-        prompt: Prompt | None = None, authorizer: Authorizer | None = None) -> R:
+        prompt: Prompt | None = None, authorizer: Authorizer | None = None,
+        offline: OfflinePolicy | None = None) -> R:
     """Drive `kernel` to its end. A `TransportError` from the card is thrown into the kernel,
-    which ends the transaction with the right outcome."""
+    which ends the transaction with the right outcome. `offline` decides whether a TC may be
+    asked without the issuer; None allows every one (no offline limits)."""
     try:
         request = next(kernel)
         while True:
             try:
-                answer = _answer(request, fulfil, prompt, authorizer)
+                answer = _answer(request, fulfil, prompt, authorizer, offline)
             except TransportError as exc:
                 request = kernel.throw(exc)
                 continue

@@ -14,7 +14,7 @@ from emv.apdu import Response
 from emv.context import Transaction
 from emv.kernel_config import KernelConfig
 from emv.outcome import Outcome
-from emv.requests import Transmit
+from emv.requests import ApproveOffline, OfflineDecision, Transmit
 from firmware import driver
 from sim.card.card import SimCard
 from sim.card.profile import load_profile
@@ -40,8 +40,10 @@ def fresh_card(profile: str, seed: int = 1, today: datetime.date | None = None) 
 def transact(card: SimCard, config: KernelConfig, amount: int, *, prompt: Any = None,
              authorizer: Any = None, seed: int = 1, when: datetime.datetime = WHEN,
              fulfil: Callable[[Transmit], Response] | None = None,
-             transaction_log: Callable[[str], int] | None = None, **transaction: Any) -> Run:
-    """Run one sale on `card` (already powered on) and count the commands the kernel sent."""
+             transaction_log: Callable[[str], int] | None = None,
+             offline: Callable[[ApproveOffline], OfflineDecision] | None = None, **transaction: Any) -> Run:
+    """Run one sale on `card` (already powered on) and count the commands the kernel sent.
+    `offline` answers the kernel's `ApproveOffline` (None: every offline approval allowed)."""
     rng = random.Random(seed)
     send = fulfil or driver.card_sender(card.process, card.protocol)
     commands: list[str] = []
@@ -52,5 +54,5 @@ def transact(card: SimCard, config: KernelConfig, amount: int, *, prompt: Any = 
 
     txn = Transaction(amount=amount, when=when, **transaction)
     outcome = driver.run(kernel.transaction(config, txn, rng=rng.randbytes, transaction_log=transaction_log),
-                         counted, prompt, authorizer)
+                         counted, prompt, authorizer, offline)
     return Run(outcome, len(commands), card, commands)

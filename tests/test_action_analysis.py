@@ -40,7 +40,7 @@ from emv.capk import load_capks
 from emv.context import TSI, TVR, Context, Transaction
 from emv.kernel_config import AidParams, KernelConfig, TerminalConfig
 from emv.outcome import Terminate
-from emv.requests import Transmit
+from emv.requests import ApproveOffline, OfflineDecision, Transmit
 from firmware.driver import card_sender
 from sim.card import pki
 from sim.card.card import SimCard
@@ -90,10 +90,14 @@ def scripted(*answers: bytes) -> Link:
 
 
 def drive(generator: Generator[Any, Any, Any], link: Link) -> Any:
-    """Run a kernel generator to its end, answering its `Transmit` requests from `link`."""
+    """Run a kernel generator to its end, answering its `Transmit` requests from `link` and
+    allowing every offline approval it asks for (`ApproveOffline`)."""
     try:
         request = next(generator)
         while True:
+            if isinstance(request, ApproveOffline):
+                request = generator.send(OfflineDecision.allow())
+                continue
             assert isinstance(request, Transmit), request
             request = generator.send(link(request))
     except StopIteration as stop:
