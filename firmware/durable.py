@@ -21,7 +21,7 @@ def make_durable(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA synchronous=FULL")
 
 
-def commit(db: sqlite3.Connection, lock: threading.Lock, sql: str,
+def commit(db: sqlite3.Connection, lock: threading.Lock | threading.RLock, sql: str,
            args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     """One statement in its own committed transaction; the rows it RETURNs (read before the
     COMMIT, which SQLite requires). Raises sqlite3.Error, the transaction rolled back."""
