@@ -1,0 +1,38 @@
+"""Named points where a power cut is simulated, for the crash tests (tests/test_crash_recovery.py).
+
+With `TPE_CRASH_AT=<name>` in its environment, the process kills itself with SIGKILL the
+`TPE_CRASH_AFTER`-th time (default 1) it reaches the point `<name>`: nothing is flushed, no
+handler runs, as when the battery dies. Without the variable, `reach` does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV_POINT = "TPE_CRASH_AT"
+ENV_COUNT = "TPE_CRASH_AFTER"
+
+# Every point, in the order a sale, its reversal and its forwarding go through them.
+POINTS = (
+    "payment.started",           # the payment committed, nothing sent
+    "authorization.committed",   # the reversal committed held, the request not yet sent
+    "authorization.sent",        # the request on the wire, no answer yet
+    "authorization.answered",    # the answer committed, the card's second GENERATE AC next
+    "card.completed",            # the card has finished, its result not yet committed
+    "payment.completed",         # the result committed
+    "item.committed",            # a queue item marked sent, not yet on the wire
+    "item.sent",                 # a queue item (advice, reversal) on the wire, no answer yet
+    "item.answered",             # the host's answer to it committed
+)
+
+_reached: dict[str, int] = {}
+
+
+def reach(name: str) -> None:
+    target = os.environ.get(ENV_POINT)
+    if target is None or target != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] >= int(os.environ.get(ENV_COUNT, "1")):
+        os.kill(os.getpid(), signal.SIGKILL)

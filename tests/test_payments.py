@@ -1,0 +1,139 @@
+"""Each payment's durable state (firmware/payments.py) over the real store-and-forward queue."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from firmware.keystore import Keystore
+from firmware.payments import Payments, PaymentsError, State
+from firmware.saf_queue import FILE_NAME, SafQueue
+
+REVERSAL = {"t": "0200", "11": "000007", "reversal_reason": "68"}
+ADVICE = {"t": "0220", "2": "4761739001010010", "11": "000008", "39": "Y3"}
+
+
+def _payments(folder: Path) -> Payments:
+    return Payments(SafQueue(folder / FILE_NAME, Keystore.open(folder)))
+
+
+def _authorizing(payments: Payments, amount: int = 1250) -> int:
+    payment = payments.begin("sale", amount, 978)
+    payments.authorizing(payment, "000007", REVERSAL)
+    return payment
+
+
+def test_an_online_approval_confirmed_by_the_card_owes_nothing(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    payment = _authorizing(payments)
+    (held,) = payments.queue.held()
+    assert payments.queue.pending() == [] and payments.queue.status().count == 0  # held: not forwarded
+    payments.answered(payment, approved=True, response_code="00", rrn="123", reversal={**REVERSAL, "r": "22"})
+    assert payments.queue.get(held.id).payload["r"] == "22"  # updated while still held
+    assert payments.get(payment).state is State.AUTHORIZED
+    state = payments.completed(payment, outcome="approved_online", approved=True, offline=False,
+                               pan_masked="476173******0010")
+    assert state is State.APPROVED
+    assert payments.queue.held() == [] and payments.queue.pending() == []
+    record = payments.get(payment)
+    assert (record.response_code, record.rrn, record.stan) == ("00", "123", "000007")
+    with pytest.raises(PaymentsError, match="already approved"):
+        payments.completed(payment, outcome="approved_online", approved=True, offline=False, pan_masked=None)
+
+
+def test_an_approval_the_card_declines_releases_its_reversal_with_the_card_data(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    payment = _authorizing(payments)
+    payments.answered(payment, approved=True, response_code="00", rrn="1")
+    state = payments.completed(payment, outcome="declined_online", approved=False, offline=False,
+                               pan_masked=None, reversal={**REVERSAL, "reversal_reason": "06"})
+    assert state is State.REVERSED
+    (owed,) = payments.queue.pending()
+    assert owed.kind == "reversal" and owed.payload["reversal_reason"] == "06"
+    assert owed.ref == f"payment:{payment}:reversal"
+
+
+def test_a_host_decline_cancels_the_reversal(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    payment = _authorizing(payments)
+    payments.answered(payment, approved=False, response_code="05", rrn="1")
+    assert payments.queue.held() == [] and payments.queue.pending() == []
+    assert payments.completed(payment, outcome="declined_online", approved=False, offline=False,
+                              pan_masked=None) is State.DECLINED
+
+
+def test_an_offline_approval_queues_its_advice_in_the_same_commit(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    payment = _authorizing(payments, 900)
+    payments.unanswered(payment, {**REVERSAL, "reversal_reason": "68"})
+    state = payments.completed(payment, outcome="approved_unable_online", approved=True, offline=True,
+                               pan_masked=None, advice=ADVICE)
+    assert state is State.APPROVED_OFFLINE
+    reversal, advice = payments.queue.pending()
+    assert (reversal.kind, advice.kind) == ("reversal", "advice")  # in the order they arose
+    assert advice.payload == ADVICE and advice.amount == 900
+    assert payments.queue.status().amount_per_currency == {978: 900}
+    assert payments.get(payment).advice_item == advice.id
+    with pytest.raises(PaymentsError, match="needs its advice"):
+        payments.completed(payments.begin("sale", 1, 978), outcome="approved_offline", approved=True,
+                           offline=True, pan_masked=None)
+
+
+def test_wrong_steps_are_refused(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    payment = payments.begin("refund", 100, 978)
+    with pytest.raises(PaymentsError, match="started, not authorizing"):
+        payments.answered(payment, approved=True, response_code="00", rrn=None)
+    with pytest.raises(PaymentsError, match="unknown payment kind"):
+        payments.begin("gift", 1, 978)  # type: ignore[arg-type]
+    with pytest.raises(PaymentsError, match="minor units"):
+        payments.begin("sale", -1, 978)
+    with pytest.raises(PaymentsError, match="no payment 99"):
+        payments.get(99)
+    assert payments.get(payment).kind == "refund"
+
+
+def test_recovery_settles_every_unfinished_state_once(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    started = payments.begin("sale", 1, 978)
+    authorizing = _authorizing(payments, 2)
+    unable = _authorizing(payments, 3)
+    payments.unanswered(unable, REVERSAL)
+    authorized = _authorizing(payments, 4)
+    payments.answered(authorized, approved=True, response_code="00", rrn="9")
+    declined = _authorizing(payments, 5)
+    payments.answered(declined, approved=False, response_code="51", rrn="9")
+    offline = payments.begin("sale", 6, 978)
+    payments.completed(offline, outcome="approved_offline", approved=True, offline=True, pan_masked=None,
+                       advice=ADVICE)
+    payments.queue.add("reversal", REVERSAL, amount=7, currency=978, held=True,
+                                created=datetime.datetime.now(datetime.UTC))
+    payments.queue.close()
+
+    payments = _payments(tmp_path)  # the terminal starts again
+    decisions = {d.payment: (d.was, d.now) for d in payments.recover()}
+    assert decisions == {
+        started: (State.STARTED, State.ABORTED),
+        authorizing: (State.AUTHORIZING, State.REVERSED),
+        unable: (State.UNABLE_ONLINE, State.REVERSED),
+        authorized: (State.AUTHORIZED, State.REVERSED),
+        declined: (State.HOST_DECLINED, State.DECLINED),
+    }
+    assert payments.get(offline).state is State.APPROVED_OFFLINE  # final: stays queued
+    assert all(payments.get(p).note for p in decisions)
+    owed = payments.queue.pending()
+    # one reversal for each payment the host may have approved, the advice, the orphan released
+    assert sorted(item.amount for item in owed) == [2, 3, 4, 6, 7]
+    assert payments.queue.held() == []
+    assert payments.recover() == [] and len(payments.queue.pending()) == 5  # nothing twice
+
+
+def test_a_second_item_under_one_reference_is_the_first(tmp_path: Path) -> None:
+    queue = _payments(tmp_path).queue
+    at = datetime.datetime.now(datetime.UTC)
+    first = queue.add("advice", ADVICE, amount=1, currency=978, created=at, ref="payment:1:advice")
+    again = queue.add("advice", {**ADVICE, "11": "000009"}, amount=1, currency=978, created=at,
+                      ref="payment:1:advice")
+    assert again == first and len(queue.pending()) == 1 and queue.get(first).payload == ADVICE
