@@ -6,9 +6,14 @@ framed (`firmware.framing`) over TLS with the host's CA pinned and the terminal'
 stays open between transactions and is opened again when it drops.
 
 What the outside world may observe is preceded by a commit (ARCHITECTURE principle 4): the STAN
-before a request leaves, the DUKPT registers before a key is used, and, when a request went out
-and no valid answer came back, the reversal owed before anything else. Reversals are sent before
-the next request, 0400 first and 0401 after, until the host answers 0410.
+before a request leaves, the DUKPT registers before a key is used, and the reversal of an
+authorization, held, before the authorization leaves (`firmware.payments`): released when no
+valid answer comes, cancelled when the card completes. Queued reversals are sent before the
+next request, 0400 first and 0401 after, until the host answers 0410.
+
+`forward` sends the store-and-forward queue (offline advices and reversals) in the order it was
+filled, several messages in flight at once on the one connection, each marked sent (so that a
+lost answer makes the next attempt a repeat) before it leaves.
 
 `BlockingAuthorizer` adapts the client to the kernel driver's synchronous `Authorizer`: the
 client runs on an event loop in another thread (`EventLoopThread`).
@@ -21,18 +26,27 @@ import contextlib
 import datetime
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from emv.outcome import Outcome, OutcomeKind
+from emv.outcome import Outcome
 from emv.requests import OnlineRequest, OnlineResponse
-from firmware import messages
+from firmware import crashpoints, messages
 from firmware.config import HostConfig
 from firmware.framing import FrameError
-from firmware.host_store import HostStore, HostStoreError, Reversal
-from firmware.iso8583_spec import RESPONSE_OF
+from firmware.host_store import HostStore, HostStoreError
 from firmware.messages import Acceptor, Fields, MacError, MessageError, NetworkCode, ReversalReason
+from firmware.payment_records import (
+    PaymentRecorder,
+    RecordError,
+    amend_reversal,
+    open_payments,
+    queued_message,
+    reversal_payload,
+)
+from firmware.payments import PaymentsError, State
+from firmware.saf_queue import Item, SafItemError, SafQueueError
 from firmware.terminal_keys import KeySet, TerminalKeys, TerminalKeysError
 from firmware.tls_stream import (
     ByteStream,
@@ -57,14 +71,8 @@ MAX_QUEUED_FRAMES = 32
 # How long the idle reader waits before it simply reads again.
 IDLE_READ = 3600.0
 
-# Keys a stored reversal holds besides `messages.identity(original)`: the 0400's own STAN,
-# transmission time and reason, so that a 0401 repeats the 0400 exactly (docs/host-protocol.md,
-# Messages), and the response's 37/38 and the card's field 55 when the 0400 carries them.
-_STAN = "reversal_stan"
-_AT = "reversal_at"
-_REASON = "reversal_reason"
-_RESPONSE = ("response_37", "response_38")
-_ICC = "reversal_55"
+# Messages of the queue in flight at once on one connection (`forward`).
+FORWARD_WINDOW = 8
 
 
 class HostClientError(Exception):
@@ -76,15 +84,30 @@ class HostUnavailable(HostClientError):
 
 
 @dataclass(frozen=True)
-class ReversalReport:
-    """One attempt to send a reversal."""
+class ItemReport:
+    """One attempt to send an item of the store-and-forward queue (a reversal, an advice)."""
 
-    original_stan: str  # field 11 of the reversed request
-    reason: str  # field 39 of the 0400 (ReversalReason)
-    mti: str  # "0400", or "0401" for a repeat
-    acknowledged: bool  # the host answered and the reversal left the queue
-    response_code: str | None = None  # field 39 of the 0410
+    original_stan: str  # field 11 of the reversed request, or of the advice
+    reason: str  # field 39 of the 0400 (ReversalReason) or of the 0220 (Y1, Y3)
+    mti: str  # "0400", "0220", or "0401", "0221" for a repeat
+    acknowledged: bool  # the host answered and the item left the queue
+    response_code: str | None = None  # field 39 of the answer
     problem: str | None = None  # why it is still owed
+    item: int = 0  # the queue item
+    refused: bool = False  # the host refused it: a decline after the fact, for the merchant
+
+
+@dataclass
+class ForwardReport:
+    """What one `forward` did."""
+
+    items: list[ItemReport] = field(default_factory=list)
+    set_aside: list[int] = field(default_factory=list)  # items whose payload does not open
+    problem: str | None = None  # why forwarding stopped before the queue was empty
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(1 for item in self.items if item.acknowledged)
 
 
 @dataclass
@@ -96,7 +119,7 @@ class AuthorizationReport:
     rrn: str | None = None  # field 37
     approved: bool = False
     problem: str | None = None  # why the kernel was told "unable to go online"
-    reversals: list[ReversalReport] = field(default_factory=list)
+    reversals: list[ItemReport] = field(default_factory=list)
 
 
 class _NoAnswer(Exception):
@@ -179,10 +202,19 @@ class HostClient:
     """The acquirer link of one terminal. Use from one event loop; calls are serialized."""
 
     def __init__(self, config: HostConfig, store: HostStore, keys: TerminalKeys, acceptor: Acceptor,
-                 connect: ConnectFunction | None = None, *,
+                 connect: ConnectFunction | None = None, *, recorder: PaymentRecorder | None = None,
                  clock: Callable[[], datetime.datetime] = _now) -> None:
+        """`recorder` keeps the payments and their queue; by default those of the state folder
+        that holds `store`."""
         self.config = config
         self._store = store
+        try:
+            self.recorder = recorder or PaymentRecorder(open_payments(store.path.parent), store, acceptor,
+                                                        clock=clock)
+        except RecordError as exc:
+            raise HostClientError(str(exc)) from exc
+        self._payments = self.recorder.payments
+        self._queue = self.recorder.queue
         self._keys = keys
         self._acceptor = acceptor
         self._connect = connect or self._tcp
@@ -193,7 +225,7 @@ class HostClient:
             raise HostClientError(str(exc)) from exc
         self._link: _Link | None = None
         self._lock = asyncio.Lock()
-        self._approved: tuple[Fields, Fields] | None = None  # the last approved request, its answer
+        self.payment: int | None = None  # the payment of the last authorization
         self.links_opened = 0  # TLS handshakes completed
         self.last: AuthorizationReport | None = None
 
@@ -260,24 +292,13 @@ class HostClient:
             raise HostClientError("the PIN block's KSN is not the transaction in progress")
         return keys
 
-    def _owe_reversal(self, original: Mapping[str, str], reason: ReversalReason, *,
-                      response: Mapping[str, str] | None = None, icc_data: bytes | None = None) -> Reversal:
-        """Commit the reversal of `original` to the store; nothing is sent before this returns."""
-        at = self._clock()
-        entry: dict[str, str | int] = {**messages.identity(original), _REASON: reason.value,
-                                       _AT: at.isoformat()}
-        if response is not None:
-            entry.update({key: response[key[-2:]] for key in _RESPONSE if key[-2:] in response})
-        if icc_data is not None:
-            entry[_ICC] = icc_data.hex().upper()
+    def _record(self, step: str, call: Callable[[], T]) -> T:
+        """A payment step committed; `HostClientError` when it cannot be (nothing is sent then)."""
         try:
-            entry[_STAN] = self._store.next_stan()
-            reversal = self._store.record_reversal(entry, at.isoformat())
-        except HostStoreError as exc:
-            log.critical("host link: the reversal of STAN %s could NOT be recorded: %s", original["11"], exc)
-            raise HostClientError(f"the reversal could not be recorded: {exc}") from exc
-        log.warning("host link: reversal of STAN %s owed (reason %s)", original["11"], reason.value)
-        return reversal
+            return call()
+        except (PaymentsError, SafQueueError, SafItemError, HostStoreError) as exc:
+            log.critical("host link: %s could NOT be recorded: %s", step, exc)
+            raise HostClientError(f"{step} could not be recorded: {exc}") from exc
 
     # --- exchanges --------------------------------------------------------------------------
 
@@ -326,50 +347,73 @@ class HostClient:
         once the message may have left."""
         data = messages.attach_mac(fields, keys.request_mac, ksn=keys.ksn)
         link = await self._link_up()
+        return await self._send_and_wait(link, data, fields, keys)
+
+    async def _send_and_wait(self, link: _Link, data: bytes, fields: Fields, keys: KeySet) -> Fields:
         link.discard_stale()
         try:
             await link.send(data)
         except StreamError as exc:
             # part of it may have left: as good as sent
             raise _NoAnswer(ReversalReason.NO_RESPONSE, f"the link broke while sending: {exc}") from exc
+        crashpoints.reach("authorization.sent")
         return await self._answer(link, fields, keys)
+
+    def begin_payment(self, amount: int, currency: int, transaction_type: int = 0) -> int:
+        """A payment recorded before the card is asked anything; the next `authorize` is its."""
+        self.last = None
+        self.payment = self._record("the payment", lambda: self.recorder.begin(amount, currency,
+                                                                               transaction_type))
+        return self.payment
 
     async def authorize(self, request: OnlineRequest, *, at: datetime.datetime) -> OnlineResponse:
         """A financial request (0200) for the kernel's ARQC, after the reversals owed.
 
-        Unable to go online (EMV 4.4 Book 3, 10.9) when the request cannot be sent, or when it
-        was sent and no valid answer came: then the reversal is committed first, then sent, and
-        the card completes offline. `at` (timezone-aware) is the transaction's time (fields 7,
-        12, 13).
+        Before the request leaves, its reversal is committed, held, with the payment's state
+        (`firmware.payments`). Unable to go online (EMV 4.4 Book 3, 10.9) when the request
+        cannot be sent, or when it was sent and no valid answer came: then the reversal is
+        released and sent once before the card completes offline. `at` (timezone-aware) is the
+        transaction's time (fields 7, 12, 13).
         """
         async with self._lock:
             report = AuthorizationReport()
             self.last = report
-            self._approved = None
             try:
                 pin_keys = self._pin_keys(request)
+                payment = self.payment if self.payment is not None else self.begin_payment(
+                    request.amount, request.currency, request.transaction_type)
             except HostClientError as exc:
                 log.error("host link: authorization not sent: %s", exc)
                 report.problem = f"not sent: {exc}"
                 return OnlineResponse.unable()
-            report.reversals += await self._send_pending()
+            finally:
+                self.last = report
+            report.reversals += (await self._forward(1, kind="reversal")).items
             try:
                 stan = report.stan = self._next_stan()
                 keys = pin_keys or self._begin()
                 fields = messages.financial_request(request, acceptor=self._acceptor, stan=stan, at=at)
-                answer = await self._exchange(fields, keys)
+                data = messages.attach_mac(fields, keys.request_mac, ksn=keys.ksn)
+                link = await self._link_up()
+                owed = reversal_payload(fields, ReversalReason.NO_RESPONSE, stan=self._next_stan(),
+                                        at=self._clock())
+                self._record("the authorization's reversal",
+                             lambda: self._payments.authorizing(payment, fields["11"], owed))
             except (HostClientError, MessageError, StreamError, FrameError) as exc:
                 # nothing left: no reversal is owed (the STAN, if taken, stays unused)
                 log.warning("host link: authorization not sent: %s", exc)
                 report.problem = f"not sent: {exc}"
                 return OnlineResponse.unable()
+            crashpoints.reach("authorization.committed")
+            try:
+                answer = await self._send_and_wait(link, data, fields, keys)
             except _NoAnswer as exc:
-                await self._unanswered(report, fields, exc.reason, exc.detail)
+                await self._unanswered(report, payment, owed, exc.reason, exc.detail)
                 return OnlineResponse.unable()
             try:
                 online = messages.to_online_response(answer)
             except MessageError as exc:
-                await self._unanswered(report, fields, ReversalReason.NO_RESPONSE,
+                await self._unanswered(report, payment, owed, ReversalReason.NO_RESPONSE,
                                        f"the answer cannot be used: {exc}")
                 return OnlineResponse.unable()
             report.response_code = answer["39"]
@@ -378,112 +422,186 @@ class HostClient:
             log.info("host link: STAN %06d answered %s", stan, answer["39"])
             if online.extra.get("reversal") == "required":
                 # an approval this terminal cannot honour (docs/host-protocol.md, Response codes)
-                owed = self._owe_reversal(fields, ReversalReason.CANCELLED, response=answer)
-                report.reversals.append(await self._send_reversal(owed))
-            elif online.approved:
-                self._approved = (fields, answer)
+                cancelled = amend_reversal(owed, ReversalReason.CANCELLED, response=answer)
+                self._record("the reversal", lambda: self._payments.cancelled_by_host(
+                    payment, answer["39"], answer.get("37"), cancelled))
+                report.reversals += (await self._forward(1, kind="reversal")).items
+            else:
+                # before the card's second GENERATE AC: a power cut from here on reverses ('22')
+                held = amend_reversal(owed, ReversalReason.MALFUNCTION, response=answer)
+                self._record("the host's answer", lambda: self._payments.answered(
+                    payment, approved=online.approved, response_code=answer["39"], rrn=answer.get("37"),
+                    reversal=held))
+            crashpoints.reach("authorization.answered")
             return online
 
-    async def _unanswered(self, report: AuthorizationReport, request: Fields, reason: ReversalReason,
-                          detail: str) -> None:
+    async def _unanswered(self, report: AuthorizationReport, payment: int, owed: dict[str, Any],
+                          reason: ReversalReason, detail: str) -> None:
         """The request may have reached the host and no valid answer came: the reversal is
-        committed before anything else, then sent once."""
-        owed = self._owe_reversal(request, reason)
-        log.warning("host link: STAN %s: %s", request["11"], detail)
+        released before anything else, then sent once."""
+        released = amend_reversal(owed, reason)
+        self._record("the reversal", lambda: self._payments.unanswered(payment, released))
+        log.warning("host link: STAN %s: %s; reversal owed (reason %s)", owed["11"], detail, reason.value)
         report.problem = detail
-        report.reversals.append(await self._send_reversal(owed))
+        report.reversals += (await self._forward(1, kind="reversal")).items
 
-    async def reverse_last(self, reason: ReversalReason, *,
-                           icc_data: bytes | None = None) -> ReversalReport | None:
-        """Reverse the last authorization the host approved, when the sale did not complete:
-        the card declined it ('06', with the card's AAC in `icc_data`) or the transaction broke
-        off ('22'). None when there is no such approval."""
+    async def complete(self, outcome: Outcome, transaction_time: datetime.datetime) -> list[ItemReport]:
+        """Record how the card ended the payment of the last authorization, then send the
+        reversals owed (an approval the card did not confirm is reversed: '06' with the card's
+        AAC, '22' when the sale broke off)."""
         async with self._lock:
-            if self._approved is None:
-                return None
-            request, answer = self._approved
-            self._approved = None
-            owed = self._owe_reversal(request, reason, response=answer, icc_data=icc_data)
-            report = await self._send_reversal(owed)
+            payment, self.payment = self.payment, None
+            if payment is None:
+                return []
+            state = self._record("the payment's end",
+                                 lambda: self.recorder.complete(payment, outcome, transaction_time))
+            if state is not State.REVERSED:  # no reversal released now: nothing new to send
+                return []
+            reports = (await self._forward(1, kind="reversal")).items
             if self.last is not None:
-                self.last.reversals.append(report)
-            return report
+                self.last.reversals += reports
+            return reports
 
-    async def send_reversals(self) -> list[ReversalReport]:
+    async def send_reversals(self) -> list[ItemReport]:
         """Send the reversals owed, oldest first, until one is not acknowledged."""
         async with self._lock:
-            return await self._send_pending()
+            return (await self._forward(1, kind="reversal")).items
 
-    async def _send_pending(self) -> list[ReversalReport]:
-        reports: list[ReversalReport] = []
+    async def forward(self, window: int = FORWARD_WINDOW) -> ForwardReport:
+        """Send the store-and-forward queue, oldest first, up to `window` messages in flight."""
+        async with self._lock:
+            return await self._forward(window)
+
+    def _outgoing(self, item: Item, report: ForwardReport) -> Fields | None:
+        """The message of `item`, or None when its payload does not open or does not make a
+        message: then the item is set aside for a technician, never sent."""
         try:
-            pending = self._store.pending_reversals()
-        except HostStoreError as exc:
-            raise HostClientError(f"the reversals owed cannot be read: {exc}") from exc
-        for owed in pending:
-            report = await self._send_reversal(owed)
-            reports.append(report)
-            if not report.acknowledged:
-                break
-        return reports
+            return queued_message(item.kind, item.payload, repeat=item.repeat)
+        except (SafItemError, MessageError, ValueError, KeyError) as exc:
+            log.error("store-and-forward: item %d (%s) is damaged and set aside: %s", item.id, item.kind, exc)
+            reason = str(exc)[:200]
+            self._record("the damaged item", lambda: self._queue.set_aside(item.id, reason, self._clock()))
+            report.set_aside.append(item.id)
+            return None
 
-    def _reversal_message(self, owed: Reversal) -> Fields:
-        original = owed.original
-        stan = original.get(_STAN)
-        at = original.get(_AT)
-        answer: dict[str, str] | None = None
-        if any(key in original for key in _RESPONSE):
-            answer = {key: str(original[key]) for key in ("7", "11", "41")}
-            answer["t"] = RESPONSE_OF[str(original["t"])]
-            answer.update({key[-2:]: str(original[key]) for key in _RESPONSE if key in original})
-        icc = original.get(_ICC)
-        fields = messages.reversal(
-            {key: str(value) for key, value in original.items()},
-            stan=stan if isinstance(stan, int) else self._next_stan(),
-            at=datetime.datetime.fromisoformat(at) if isinstance(at, str) else self._clock(),
-            reason=ReversalReason(str(original.get(_REASON, ReversalReason.NO_RESPONSE.value))),
-            response=answer, icc_data=bytes.fromhex(icc) if isinstance(icc, str) else None)
-        return messages.repeat(fields) if owed.repeat else fields
-
-    async def _send_reversal(self, owed: Reversal) -> ReversalReport:
-        """One attempt: the 0400 (0401 once sent before) until a valid 0410 or a failure."""
+    async def _forward(self, window: int, kind: str | None = None) -> ForwardReport:
+        """Send queued items in order, `window` at a time on the connection; stop sending new
+        ones at the first that gets no answer (the link is likely down), and when `window` is
+        1, at the first not acknowledged: what is sent first is settled first."""
+        report = ForwardReport()
+        flights: list[_Flight] = []
+        done: set[int] = set()
         try:
-            fields = self._reversal_message(owed)
-        except (MessageError, ValueError) as exc:
-            log.error("host link: reversal %d cannot be built and stays owed: %s", owed.id, exc)
-            return ReversalReport(str(owed.original.get("11")), str(owed.original.get(_REASON)), "?",
-                                  False, problem=f"not built: {exc}")
+            link = await self._link_up()
+        except StreamError as exc:
+            for item in self._pending(kind, done)[:1]:  # the next in line says why it waits
+                report.problem = f"no link: {exc}"
+                fields = self._outgoing(item, report)
+                if fields is not None:
+                    report.items.append(_item_report(item, fields, problem=report.problem))
+                log.info("store-and-forward: the queue waits: no link: %s", exc)
+            return report
+        stop = False
+        while True:
+            while not stop and len(flights) < window:
+                pending = self._pending(kind, done)
+                if not pending:
+                    break
+                item = pending[0]
+                done.add(item.id)
+                fields = self._outgoing(item, report)
+                if fields is None:
+                    continue
+                keys = self._begin()
+                data = messages.attach_mac(fields, keys.request_mac, ksn=keys.ksn)
+                self._record("the attempt", lambda item=item: self._queue.mark_sent(item.id))
+                crashpoints.reach("item.committed")
+                try:
+                    await link.send(data)
+                except StreamError as exc:
+                    report.items.append(_item_report(item, fields, problem=f"the link broke: {exc}"))
+                    report.problem = f"the link broke: {exc}"
+                    stop = True
+                    break
+                crashpoints.reach("item.sent")
+                deadline = asyncio.get_running_loop().time() + self.config.timeout
+                flights.append(_Flight(item, fields, keys, deadline))
+            if not flights:
+                return report
+            outcome = await self._next_answer(link, flights)
+            if isinstance(outcome, str):  # the link broke or a deadline passed
+                expired = flights if link.broken else [f for f in flights if f.expired()]
+                for flight in expired:
+                    flights.remove(flight)
+                    report.items.append(_item_report(flight.item, flight.fields, problem=outcome))
+                    log.warning("store-and-forward: %s of STAN %s still owed: %s", flight.fields["t"],
+                                flight.fields["11"], outcome)
+                report.problem = outcome
+                stop = True
+                continue
+            flight, answer = outcome
+            flights.remove(flight)
+            item_report = self._settle(flight, answer)
+            report.items.append(item_report)
+            if not item_report.acknowledged and window == 1:
+                stop = True
 
-        def report(acknowledged: bool, code: str | None = None, problem: str | None = None) -> ReversalReport:
-            return ReversalReport(str(owed.original["11"]), fields["39"], fields["t"], acknowledged, code,
-                                  problem)
+    def _pending(self, kind: str | None, done: set[int]) -> list[Item]:
+        items = self._record("the queue", lambda: self._queue.pending(len(done) + 1, kind))  # type: ignore
+        return [item for item in items if item.id not in done]
 
-        try:
-            await self._link_up()
-            # before it leaves: a lost 0410 makes the next attempt a 0401
-            self._store.reversal_attempted(owed.id)
-            answer = await self._exchange(fields, self._begin())
-        except HostStoreError as exc:
-            raise HostClientError(f"the reversal attempt cannot be recorded: {exc}") from exc
-        except (StreamError, FrameError, MessageError, _NoAnswer) as exc:
-            detail = exc.detail if isinstance(exc, _NoAnswer) else str(exc)
-            log.warning("host link: %s of STAN %s still owed: %s", fields["t"], owed.original["11"], detail)
-            return report(False, problem=detail)
-        code = answer["39"]
+    async def _next_answer(self, link: _Link, flights: list[_Flight]) -> tuple[_Flight, Fields] | str:
+        """The next verified answer to one of `flights`, or why none came (a string)."""
+        while True:
+            deadline = min(flight.deadline for flight in flights)
+            try:
+                frame = await link.next_frame(deadline)
+            except StreamError as exc:
+                return f"the link broke: {exc}"
+            if frame is None:
+                return f"no answer within {self.config.timeout:g} s"
+            try:
+                candidate = messages.unpack(frame)
+            except MessageError as exc:
+                log.warning("host link: an unreadable frame was ignored: %s", exc)
+                continue
+            flight = next((f for f in flights if messages.is_response_to(f.fields, candidate)), None)
+            if flight is None:
+                log.info("host link: a %s for STAN %s answers nothing in flight; ignored",
+                         candidate.get("t"), candidate.get("11"))
+                continue
+            try:
+                if messages.key_serial(candidate) != flight.keys.ksn:
+                    raise MacError("another KSN")
+                return flight, messages.verify_mac(frame, flight.keys.response_mac)
+            except MacError:
+                log.warning("host link: the %s for STAN %s failed its MAC check; ignored", candidate["t"],
+                            candidate["11"])
+
+    def _settle(self, flight: _Flight, answer: Fields) -> ItemReport:
+        """Record the host's answer to a queue item."""
+        item, fields, code = flight.item, flight.fields, answer["39"]
         if code in messages.UNABLE_CODES:
-            log.warning("host link: %s of STAN %s answered %s: sent again later", fields["t"],
-                        owed.original["11"], code)
-            return report(False, code, f"host answered {code}")
-        if code not in REVERSAL_DONE:
-            # docs/host-protocol.md, Response codes: refused for good; out of the queue
-            log.error("host link: %s of STAN %s REFUSED by the host (%s); needs a technician", fields["t"],
-                      owed.original["11"], code)
-        try:
-            self._store.reversal_acknowledged(owed.id, self._clock().isoformat())
-        except HostStoreError as exc:
-            raise HostClientError(f"the acknowledged reversal cannot be recorded: {exc}") from exc
-        log.info("host link: %s of STAN %s acknowledged (%s)", fields["t"], owed.original["11"], code)
-        return report(True, code)
+            log.warning("store-and-forward: %s of STAN %s answered %s: sent again later", fields["t"],
+                        fields["11"], code)
+            return _item_report(item, fields, code=code, problem=f"host answered {code}")
+        now = self._clock()
+        accepted = REVERSAL_DONE if item.kind == "reversal" else messages.APPROVED_CODES
+        if code in accepted:
+            self._record("the answer", lambda: self._queue.mark_answered(item.id, code, now))
+            log.info("store-and-forward: %s of STAN %s acknowledged (%s)", fields["t"], fields["11"], code)
+            crashpoints.reach("item.answered")
+            return _item_report(item, fields, code=code, acknowledged=True)
+        # docs/host-protocol.md, Response codes: refused for good; out of the queue, kept for the alert
+        self._record("the refusal", lambda: self._queue.mark_refused(item.id, code, now))
+        if item.kind == "advice":
+            log.error("store-and-forward: the host DECLINED AFTER THE FACT the offline payment of STAN %s "
+                      "(%s): the merchant is alerted", fields["11"], code)
+        else:
+            log.error("store-and-forward: %s of STAN %s REFUSED by the host (%s); needs a technician",
+                      fields["t"], fields["11"], code)
+        crashpoints.reach("item.answered")
+        return _item_report(item, fields, code=code, acknowledged=True, refused=True)
 
     async def echo(self) -> str:
         """An echo test (0800, code 301): the host's response code. `HostUnavailable` without
@@ -498,6 +616,26 @@ class HostClient:
             except _NoAnswer as exc:
                 raise HostUnavailable(exc.detail) from exc
             return answer["39"]
+
+
+@dataclass
+class _Flight:
+    """A queue item sent and waiting for its answer."""
+
+    item: Item
+    fields: Fields
+    keys: KeySet
+    deadline: float
+
+    def expired(self) -> bool:
+        return asyncio.get_running_loop().time() >= self.deadline
+
+
+def _item_report(item: Item, fields: Fields, *, code: str | None = None, acknowledged: bool = False,
+                 refused: bool = False, problem: str | None = None) -> ItemReport:
+    original = fields.get("90", "")[4:10] if item.kind == "reversal" else fields["11"]
+    return ItemReport(original or "?", fields.get("39", "?"), fields["t"], acknowledged, code, problem,
+                      item.id, refused)
 
 
 # --- the kernel driver's side -------------------------------------------------------------------
@@ -565,15 +703,17 @@ class BlockingAuthorizer:
     def authorize(self, request: OnlineRequest) -> OnlineResponse:
         return self._run(self._client.authorize(request, at=self._clock()))
 
-    def complete(self, outcome: Outcome) -> ReversalReport | None:
-        """After the kernel's outcome: an approval the card did not end with a TC is reversed
+    def begin_payment(self, amount: int, currency: int, transaction_type: int = 0) -> int:
+        return self._client.begin_payment(amount, currency, transaction_type)
+
+    def forward(self, window: int = FORWARD_WINDOW) -> ForwardReport:
+        return self._run(self._client.forward(window))
+
+    def complete(self, outcome: Outcome,
+                 transaction_time: datetime.datetime | None = None) -> list[ItemReport]:
+        """After the kernel's outcome: the payment's end recorded, and the reversals owed sent
         (docs/host-protocol.md, Reversal reasons: '06' card declined, '22' not completed)."""
-        if outcome.kind.approved:
-            return None
-        if outcome.kind is OutcomeKind.DECLINED_ONLINE:
-            icc = outcome.chip_data if outcome.cryptogram_type == "AAC" and outcome.chip_data else None
-            return self._run(self._client.reverse_last(ReversalReason.CARD_DECLINED, icc_data=icc))
-        return self._run(self._client.reverse_last(ReversalReason.MALFUNCTION))
+        return self._run(self._client.complete(outcome, transaction_time or self._clock()))
 
     def __repr__(self) -> str:
         return f"BlockingAuthorizer({self.label})"

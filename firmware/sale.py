@@ -31,6 +31,7 @@ from firmware.host_client import (
     AuthorizationReport,
     BlockingAuthorizer,
     EventLoopThread,
+    ForwardReport,
     HostClient,
     HostClientError,
 )
@@ -38,6 +39,8 @@ from firmware.host_store import HostStore
 from firmware.links import CellularLink, Link, LinkEvent, LinkManager, OsNetworkLink
 from firmware.messages import Acceptor
 from firmware.money import alpha, format_amount
+from firmware.payment_records import PaymentRecorder, open_payments
+from firmware.payments import Payments, Recovery
 from firmware.pin_pad import DukptPinPad, PinPad
 from firmware.prompts import ConsolePrompt, ScriptedPrompt
 from firmware.terminal_keys import MemorySecretStore, TerminalKeys
@@ -63,6 +66,8 @@ class SaleResult:
     asked: list[str]
     host: AuthorizationReport | None = None  # what the acquirer link did, when it was used
     route: dict[str, Any] | None = None  # `LinkManager.snapshot()` after the sale, with its events
+    payment: dict[str, Any] | None = None  # the payment's record (`firmware.payments.Payment`)
+    forwarded: ForwardReport | None = None  # the store-and-forward queue sent after the sale
 
 
 @dataclass
@@ -116,6 +121,23 @@ def pin_pad_of(config: AppConfig, keys: TerminalKeys | None = None) -> PinPad | 
 def state_store(config: AppConfig) -> HostStore:
     """The durable state of the host link (STAN, DUKPT registers, reversals owed)."""
     return HostStore(config.state.folder / STATE_FILE)
+
+
+def recorder_of(config: AppConfig, store: HostStore) -> PaymentRecorder:
+    """The payments of the [state] folder, recorded with the acquirer identity of [host] (when
+    there is one) for their advices. `payment_records.RecordError` when they cannot be opened."""
+    payments = open_payments(config.state.folder)
+    return PaymentRecorder(payments, store, acceptor_of(config) if config.host is not None else None)
+
+
+def recover(payments: Payments) -> list[Recovery]:
+    """Settle the payments a power cut left unfinished (`Payments.recover`), before anything
+    is sent; each decision is logged."""
+    decisions = payments.recover()
+    for decision in decisions:
+        log.warning("recovery: payment %d: %s -> %s: %s", decision.payment, decision.was.value,
+                    decision.now.value, decision.note)
+    return decisions
 
 
 def acceptor_of(config: AppConfig) -> Acceptor:
@@ -239,7 +261,9 @@ def acquirer(config: AppConfig, store: HostStore, keys: TerminalKeys) -> Iterato
                 log.warning("link: cellular left out: %s", exc)
                 problems[LINK_CELLULAR] = str(exc)
         manager = link_manager(config, cellular.module if cellular else None)
-        client = HostClient(config.host, store, keys, acceptor_of(config), connect=link_connect(manager))
+        client = HostClient(config.host, store, keys, acceptor_of(config), connect=link_connect(manager),
+                            recorder=recorder_of(config, store))
+        recover(client.recorder.payments)
         try:
             yield RoutedAuthorizer(client, thread.loop, manager, problems)
         finally:
@@ -254,14 +278,26 @@ def acquirer(config: AppConfig, store: HostStore, keys: TerminalKeys) -> Iterato
 def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Response], *,
              pin: str | None, choice: int | str = 0, authorizer: Any = None,
              pin_pad: PinPad | None = None, interactive: bool = False,
-             when: datetime.datetime | None = None, rng: Callable[[int], bytes] = os.urandom) -> SaleResult:
-    """One sale through the kernel; `authorizer` None means no host (unable to go online),
-    `pin_pad` None no online PIN. With the acquirer host, an approval the card then declines is
-    reversed before this returns."""
+             when: datetime.datetime | None = None, rng: Callable[[int], bytes] = os.urandom,
+             transaction_type: int = 0, recorder: PaymentRecorder | None = None) -> SaleResult:
+    """One sale (or refund, `transaction_type` 0x20) through the kernel; `authorizer` None means
+    no host (unable to go online), `pin_pad` None no online PIN.
+
+    The payment is recorded (`firmware.payments`) by the acquirer host's client, or by
+    `recorder` without one: an offline approval leaves its advice in the store-and-forward
+    queue. With the acquirer host, an approval the card then declines is reversed, and the
+    queue is forwarded, before this returns."""
     prompt: Any = ConsolePrompt(pin_pad=pin_pad) if interactive else ScriptedPrompt(
         pin=pin, pin_pad=pin_pad, choice=choice)
     send, count = counting(fulfil)
-    txn = Transaction(amount=amount, when=when or datetime.datetime.now())
+    txn = Transaction(amount=amount, when=when or datetime.datetime.now(), transaction_type=transaction_type)
+    currency = config.kernel.terminal.currency
+    payment: int | None = None
+    if isinstance(authorizer, BlockingAuthorizer):
+        recorder = authorizer.client.recorder
+        payment = authorizer.begin_payment(amount, currency, transaction_type)
+    elif recorder is not None:
+        payment = recorder.begin(amount, currency, transaction_type)
     outcome = driver.run(kernel.transaction(config.kernel, txn, rng=rng), send, prompt, authorizer)
     for event in outcome.events:  # kernel decisions: no card data (emv.context.Context.note)
         log.info("kernel: %s", event)
@@ -270,14 +306,23 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
              outcome.tsi.hex().upper())
     host = None
     route = None
+    forwarded = None
     if isinstance(authorizer, BlockingAuthorizer):
-        authorizer.complete(outcome)
+        authorizer.complete(outcome, txn.when)
         host = authorizer.client.last
+        if host is None or host.problem is None:  # not when the link just failed this sale
+            forwarded = authorizer.forward()
+    elif recorder is not None and payment is not None:
+        recorder.complete(payment, outcome, txn.when)
     if isinstance(authorizer, RoutedAuthorizer):
         route = authorizer.route()
         log.info("sale: route %s", route_text(route))
     label = getattr(authorizer, "label", None) if authorizer is not None else None
-    return SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])), host, route)
+    record = None
+    if recorder is not None and payment is not None:
+        record = recorder.payments.get(payment).as_dict()
+    return SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])), host, route, record,
+                      forwarded)
 
 
 def route_text(route: dict[str, Any]) -> str:
@@ -313,7 +358,17 @@ def as_json(result: SaleResult) -> dict[str, Any]:
         out["host"] = host_summary(result.host)
     if result.route is not None:
         out["route"] = result.route
+    if result.payment is not None:
+        out["payment"] = result.payment
+    if result.forwarded is not None:
+        out["forwarded"] = forward_summary(result.forwarded)
     return out
+
+
+def forward_summary(report: ForwardReport) -> dict[str, Any]:
+    return {"sent": len(report.items), "acknowledged": report.acknowledged,
+            "refused": [item.item for item in report.items if item.refused],
+            "set_aside": report.set_aside, "problem": report.problem}
 
 
 def _route_rows(route: dict[str, Any] | None) -> list[tuple[str, Any]]:
@@ -342,6 +397,18 @@ def _host_rows(report: AuthorizationReport | None) -> list[tuple[str, Any]]:
     return rows
 
 
+def _forwarded_text(report: ForwardReport | None) -> str | None:
+    if report is None or not (report.items or report.problem or report.set_aside):
+        return None
+    text = f"{report.acknowledged} of {len(report.items)} acknowledged"
+    refused = sum(1 for item in report.items if item.refused)
+    if refused:
+        text += f", {refused} DECLINED AFTER THE FACT"
+    if report.set_aside:
+        text += f", {len(report.set_aside)} set aside (damaged)"
+    return text + (f"; {report.problem}" if report.problem else "")
+
+
 def as_text(result: SaleResult) -> str:
     o = result.outcome
     lines = [f"Authorizer  {result.authorizer or 'none: sale completed as unable to go online'}",
@@ -367,6 +434,9 @@ def as_text(result: SaleResult) -> str:
         ("Scripts", o.script_results.hex().upper() or None),
         ("Language", ", ".join(o.language) or None),
         *_host_rows(result.host),
+        ("Payment", f"{result.payment['id']}: {result.payment['state'].replace('_', ' ')}"
+         if result.payment else None),
+        ("Forwarded", _forwarded_text(result.forwarded)),
         *_route_rows(result.route),
         ("APDUs", result.apdus),
     ]

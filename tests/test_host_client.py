@@ -27,10 +27,14 @@ from firmware import messages
 from firmware.config import HostConfig, load_config
 from firmware.dukpt import split_ksn
 from firmware.host_client import BlockingAuthorizer, EventLoopThread, HostClient, HostUnavailable
-from firmware.host_store import HostStore, Reversal
+from firmware.host_store import HostStore
+from firmware.keystore import Keystore
 from firmware.messages import Acceptor
+from firmware.payment_records import PaymentRecorder
+from firmware.payments import Payments
 from firmware.pin_pad import DukptPinPad
 from firmware.prompts import ScriptedPrompt
+from firmware.saf_queue import FILE_NAME, Item, SafQueue
 from firmware.terminal_keys import TerminalKeys
 from sim.host.server import HostSimulator
 from sim.inprocess import Run, fresh_card, transact
@@ -43,24 +47,29 @@ TIMEOUT = 1.0
 UNABLE = (OutcomeKind.APPROVED_UNABLE_ONLINE, OutcomeKind.DECLINED_UNABLE_ONLINE)
 
 
-class RecordingStore(HostStore):
-    """The real store, with the order of its reversal writes kept for the test."""
+class RecordingQueue(SafQueue):
+    """The real store-and-forward queue, with the order of its reversal writes kept for the test."""
 
     def __init__(self, path: Path, events: list[str]) -> None:
-        super().__init__(path)
+        super().__init__(path, Keystore.open(path.parent))
         self.events = events
 
-    def record_reversal(self, original: dict[str, str | int], created: str) -> Reversal:
-        reversal = super().record_reversal(original, created)
-        self.events.append(f"record {original['11']}")
-        return reversal
+    def insert(self, db: Any, kind: Any, payload: dict[str, Any], **options: Any) -> int:
+        item = super().insert(db, kind, payload, **options)
+        if kind == "reversal":
+            self.events.append(f"record {payload['11']}")
+        return item
 
-    def reversal_attempted(self, reversal_id: int) -> None:
-        super().reversal_attempted(reversal_id)
+    def release(self, item_id: int, payload: dict[str, Any] | None = None, db: Any = None) -> None:
+        super().release(item_id, payload, db)
+        self.events.append("released")
+
+    def mark_sent(self, item_id: int) -> None:
+        super().mark_sent(item_id)
         self.events.append("attempted")
 
-    def reversal_acknowledged(self, reversal_id: int, when: str) -> None:
-        super().reversal_acknowledged(reversal_id, when)
+    def mark_answered(self, item_id: int, response_code: str, at: Any) -> None:
+        super().mark_answered(item_id, response_code, at)
         self.events.append("acknowledged")
 
 
@@ -73,6 +82,7 @@ class Rig:
     seen: list[messages.Fields] = field(default_factory=list)  # requests the host received
     clients: list[HostClient] = field(default_factory=list)
     stores: list[HostStore] = field(default_factory=list)
+    queues: list[SafQueue] = field(default_factory=list)
     on_request: Callable[[messages.Fields], None] | None = None
 
     def run(self, coroutine: Any) -> Any:
@@ -81,14 +91,17 @@ class Rig:
     def terminal(self, *, timeout: float = TIMEOUT) -> tuple[HostClient, BlockingAuthorizer, TerminalKeys]:
         """A terminal's client over its state database in tmp (the same file every time: a
         second call is the terminal after a restart)."""
-        store = RecordingStore(self.tmp / "state" / "host.sqlite3", self.events)
+        store = HostStore(self.tmp / "state" / "host.sqlite3")
         self.stores.append(store)
+        queue = RecordingQueue(self.tmp / "state" / FILE_NAME, self.events)
+        self.queues.append(queue)
         keys = TerminalKeys.open(store, TERMINAL_KEYS)
         pki = self.host.pki
         config = HostConfig(address="127.0.0.1", port=self.host.port, server_name="localhost",
                             ca_file=pki.host_ca_cert, cert_file=pki.terminal_cert, key_file=pki.terminal_key,
                             acquirer_id=ACCEPTOR.acquirer_id, timeout=timeout)
-        client = HostClient(config, store, keys, ACCEPTOR)
+        client = HostClient(config, store, keys, ACCEPTOR,
+                            recorder=PaymentRecorder(Payments(queue), store, ACCEPTOR))
         self.clients.append(client)
         return client, BlockingAuthorizer(client, self.thread.loop), keys
 
@@ -98,8 +111,11 @@ class Rig:
             self.run(client.close())
         for store in self.stores:
             store.close()
+        for queue in self.queues:
+            queue.close()
         self.clients.clear()
         self.stores.clear()
+        self.queues.clear()
 
     def sale(self, authorizer: BlockingAuthorizer, keys: TerminalKeys, *, pin: str = "1234",
              profile: str = "visa_cda_online", seed: int = 1) -> Run:
@@ -109,8 +125,10 @@ class Rig:
         authorizer.complete(run.outcome)
         return run
 
-    def pending(self) -> list[Reversal]:
-        return self.stores[-1].pending_reversals()
+    def pending(self) -> list[Item]:
+        """The reversals owed, held or not."""
+        queue = self.queues[-1]
+        return [item for item in queue.pending(kind="reversal") + queue.held()]
 
 
 def _start_host(rig_tmp: Path, **options: Any) -> Callable[[], Any]:
@@ -205,9 +223,9 @@ def test_an_approval_the_card_then_declines_is_reversed(rig: Rig) -> None:
     # as if the card had answered AAC to the second GENERATE AC
     declined: Outcome = dataclasses.replace(run.outcome, kind=OutcomeKind.DECLINED_ONLINE,
                                             cryptogram_type="AAC")
-    report = authorizer.complete(declined)
-    assert report is not None and report.acknowledged and (report.mti, report.reason) == ("0400", "06")
-    assert authorizer.complete(declined) is None  # reversed once
+    (report,) = authorizer.complete(declined)
+    assert report.acknowledged and (report.mti, report.reason) == ("0400", "06")
+    assert authorizer.complete(declined) == []  # reversed once
     reversal = card_requests(rig)[-1]
     assert reversal["t"] == "0400" and reversal["39"] == "06"
     assert bytes.fromhex(reversal["55"]) == run.outcome.chip_data
@@ -260,14 +278,15 @@ def test_timeout_records_one_reversal_before_the_0400_then_repeats_0401_after_a_
     run = rig.sale(authorizer, keys)
     assert run.outcome.kind in UNABLE
     sale_stan = card_requests(rig)[0]["11"]
-    assert rig.events == [f"host got 0200 {sale_stan}", f"record {sale_stan}", "attempted",
+    # committed held before the 0200 left, released when no answer came, marked sent before the 0400
+    assert rig.events == [f"record {sale_stan}", f"host got 0200 {sale_stan}", "released", "attempted",
                           f"host got 0400 {card_requests(rig)[1]['11']}"]
     report = client.last
     assert report is not None and report.problem is not None and "no answer" in report.problem
     (first,) = report.reversals
     assert (first.mti, first.reason, first.acknowledged) == ("0400", "68", False)
     (owed,) = rig.pending()
-    assert owed.attempts == 1 and owed.original["11"] == sale_stan
+    assert owed.attempts == 1 and owed.payload["11"] == sale_stan
 
     rig.events.clear()
     (second,) = rig.run(client.send_reversals())
@@ -286,8 +305,8 @@ def test_timeout_records_one_reversal_before_the_0400_then_repeats_0401_after_a_
     assert not any(key in reversal for key in ("2", "14", "35", "52"))  # no card data
     (entry,) = rig.host.ledger.entries()
     assert entry.reversed
-    database = sqlite3.connect(rig.tmp / "state" / "host.sqlite3")
-    assert database.execute("SELECT COUNT(*) FROM reversal").fetchone() == (1,)
+    database = sqlite3.connect(rig.tmp / "state" / FILE_NAME)
+    assert database.execute("SELECT COUNT(*) FROM item WHERE kind = 'reversal'").fetchone() == (1,)
     database.close()
 
 
@@ -365,7 +384,7 @@ def test_stan_and_ksn_are_never_reused_across_a_restart(rig: Rig) -> None:
     run = rig.sale(authorizer, keys, seed=2)
     assert run.outcome.kind is OutcomeKind.APPROVED_ONLINE  # not '94' duplicate
     first, second = rig.host.ledger.entries()
-    assert int(second.stan) == int(first.stan) + 1
+    assert int(second.stan) > int(first.stan)  # (each authorization also takes its reversal's STAN)
     ksns = [request["53"] for request in card_requests(rig)]
     assert len(set(ksns)) == 2 and split_ksn(bytes.fromhex(ksns[1]))[1] > split_ksn(bytes.fromhex(ksns[0]))[1]
 

@@ -62,21 +62,6 @@ def test_a_killed_process_never_hands_out_a_stan_twice(tmp_path: Path) -> None:
     assert HostStore(db).next_stan() > seen[-1]
 
 
-def test_reversal_lifecycle(tmp_path: Path) -> None:
-    store = HostStore(tmp_path / "host.db")
-    original = {"mti": "0200", "stan": 42, "transmitted": "1126120000", "amount": 1250, "currency": 978}
-    reversal = store.record_reversal(original, "2026-11-26T12:00:05")
-    assert not reversal.repeat
-    store.close()
-    reopened = HostStore(tmp_path / "host.db")
-    (pending,) = reopened.pending_reversals()
-    assert pending.original == original and not pending.repeat
-    reopened.reversal_attempted(pending.id)
-    assert reopened.pending_reversals()[0].repeat  # next one is a 0401
-    reopened.reversal_acknowledged(pending.id, "2026-11-26T12:00:09")
-    assert reopened.pending_reversals() == []
-
-
 def test_secret_state_round_trip(tmp_path: Path) -> None:
     store = HostStore(tmp_path / "host.db")
     assert store.load_secret_state("dukpt") is None

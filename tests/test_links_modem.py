@@ -225,7 +225,7 @@ def test_an_outage_in_the_middle_of_an_authorization_over_the_modem_is_reversed_
     (attempt,) = report.reversals  # recorded, tried once, still owed: no link
     assert (attempt.mti, attempt.reason, attempt.acknowledged) == ("0400", "68", False)
     assert attempt.original_stan == f"{report.stan:06d}"
-    assert len(rig.store.pending_reversals()) == 1
+    assert len(rig.client.recorder.queue.pending(kind="reversal")) == 1
     (booked,) = rig.host.ledger.entries()
     assert booked.approved and not booked.reversed
 
@@ -237,7 +237,7 @@ def test_an_outage_in_the_middle_of_an_authorization_over_the_modem_is_reversed_
     assert rig.client.last is not None
     (sent,) = rig.client.last.reversals
     assert sent.acknowledged and sent.original_stan == attempt.original_stan and sent.response_code == "00"
-    assert rig.store.pending_reversals() == []
+    assert rig.client.recorder.queue.pending(kind="reversal") == []
     entries = rig.host.ledger.entries()
     assert len(entries) == 2  # the outage's request booked once, never twice
     assert entries[0].reversed and int(entries[0].stan) == report.stan
