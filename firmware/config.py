@@ -44,6 +44,12 @@ is half loaded. Sections and keys:
     [links]          order: the ways to the acquirer, preferred first, among "network" (the OS
                      network: Wi-Fi, Ethernet) and "cellular" (the [modem]); default
                      ["network", "cellular"] with a [modem], else ["network"]
+    [offline]        the merchant's offline limits (firmware/offline_limits.py): enabled
+                     (boolean), max_amount (per sale), max_total (offline approvals waiting,
+                     per currency), max_count (items waiting), all in minor units or items,
+                     0 or more; max_age_hours (number > 0: forwarding overdue, an alert);
+                     schemes (list of RIDs, 10 hex digits). Without the section, the defaults
+                     of `OfflineLimits`.
 
 Money is an integer number of minor units (ARCHITECTURE principle 10): `10.50` is refused,
 write `1050`. A relative file name is taken from the configuration file's folder; a name
@@ -63,7 +69,7 @@ import ssl
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, time, timedelta
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -82,6 +88,7 @@ from emv.kernel_config import (
 )
 from firmware.dukpt import INITIAL_KEY_ID_LENGTH, KeyType
 from firmware.framing import DEFAULT_MAX_FRAME, LARGEST_FRAME
+from firmware.offline_limits import RID_LENGTH, OfflineLimits, OfflineLimitsError
 
 MAX_CONFIG_BYTES = 1 << 20  # a configuration or CA key file; anything larger is a mistake
 MAX_KEY_FILE_BYTES = 1 << 12
@@ -218,6 +225,7 @@ class AppConfig:
     source: Path = Path()
     modem: ModemConfig | None = None
     links: LinksConfig = field(default_factory=LinksConfig)
+    offline: OfflineLimits = field(default_factory=OfflineLimits)
 
 
 def load_config(path: Path | None = None) -> AppConfig:
@@ -447,7 +455,7 @@ def _kernel_value(build: Callable[[], T], path: str, renames: Mapping[str, str] 
 
 
 _SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad", "dukpt",
-             "host", "state", "modem", "links")
+             "host", "state", "modem", "links", "offline")
 _TERMINAL_KEYS = (
     "type", "capabilities", "additional_capabilities", "country", "currency", "currency_exponent",
     "terminal_id", "merchant_id", "merchant_category", "merchant_name_location", "ifd_serial",
@@ -494,10 +502,11 @@ def _app_config(document: dict[str, Any], base: Path, source: Path) -> AppConfig
                                 "under a DUKPT key (docs/host-protocol.md, MAC)")
     modem = _modem(document["modem"]) if "modem" in document else None
     links = _links(document.get("links", {}), modem)
+    offline = _offline(document["offline"]) if "offline" in document else OfflineLimits()
     return AppConfig(kernel=kernel, reader=_reader(document.get("reader", {})),
                      pin_pad=_pin_pad(document.get("pin_pad", {})), dukpt=dukpt, host=host,
                      state=_state(document.get("state", {}), base), source=source, modem=modem,
-                     links=links)
+                     links=links, offline=offline)
 
 
 def _terminal(raw: Any) -> TerminalConfig:
@@ -778,6 +787,43 @@ def _links(raw: Any, modem: ModemConfig | None) -> LinksConfig:
         if name == LINK_CELLULAR and modem is None:
             raise _Invalid(f"links.order[{n}]", "'cellular' needs a [modem] section")
     return LinksConfig(order=order)
+
+
+_OFFLINE_KEYS = ("enabled", "max_amount", "max_total", "max_count", "max_age_hours", "schemes")
+TOML_MAX_INTEGER = 2**63 - 1  # TOML 1.0: integers are 64-bit signed
+
+
+def _hours(value: Any, key: str) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(key, f"must be a number of hours, not {_kind(value)}")
+    if not (math.isfinite(value) and value > 0):
+        raise _Invalid(key, "must be a number of hours more than 0")
+    try:
+        return timedelta(hours=value)
+    except OverflowError:
+        raise _Invalid(key, "is too long a duration") from None
+
+
+def _offline(raw: Any) -> OfflineLimits:
+    t = _Table(raw, "offline", _OFFLINE_KEYS)
+    defaults = OfflineLimits()
+    values = {
+        "enabled": t.get("enabled", _boolean, defaults.enabled),
+        "max_amount": t.get("max_amount", _amount, defaults.max_amount),
+        "max_total": t.get("max_total", _amount, defaults.max_total),
+        "max_count": t.get("max_count", _integer(0, TOML_MAX_INTEGER), defaults.max_count),
+        "max_age": t.get("max_age_hours", _hours, defaults.max_age),
+        # Book 1, 12.2.1: the RID, first 5 bytes of an AID, names the scheme
+        "schemes": t.get("schemes", _array(_hex(RID_LENGTH)), defaults.schemes),
+    }
+    for n, rid in enumerate(values["schemes"], start=1):
+        if rid in values["schemes"][:n - 1]:
+            raise _Invalid(f"offline.schemes[{n}]", "is already in the list")
+    try:
+        return OfflineLimits(**values)
+    except OfflineLimitsError as exc:
+        key = "max_age_hours" if exc.key == "max_age" else exc.key
+        raise _Invalid(f"offline.{key}", exc.reason) from None
 
 
 def _path_text(value: Any, key: str) -> str:

@@ -1,16 +1,21 @@
 """The merchant's offline limits (firmware/offline_limits.py): which offline approvals a terminal
-allows, with what reason it refuses, when forwarding is overdue."""
+allows, with what reason it refuses, when forwarding is overdue; and the [offline] section of the
+configuration (firmware/config.py) they come from."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_config import minimal, parse
 
 from emv.requests import ApproveOffline, OfflineDecision
+from firmware.config import ConfigError, load_config
 from firmware.offline_limits import (
     OVERDUE,
     REASONS,
@@ -225,3 +230,78 @@ def test_every_reason_and_the_alert_have_their_own_sentence() -> None:
         assert "_" not in sentence
     assert message("offline_refused:amount_limit") == message("amount_limit")
     assert message("no_decision") not in sentences
+
+
+# --- the [offline] section of the configuration ----------------------------------------------------
+
+
+def test_the_packaged_default_has_taxi_limits() -> None:
+    limits = load_config().offline
+    assert limits == OfflineLimits(
+        enabled=True, max_amount=10000, max_total=50000, max_count=50, max_age=datetime.timedelta(hours=24),
+        schemes=(bytes.fromhex("A000000003"), bytes.fromhex("A000000004"), bytes.fromhex("A000000042")))
+    # every application of the default file belongs to one of them
+    rids = {params.aid[:5] for params in load_config().kernel.aids}
+    assert rids == set(limits.schemes)
+
+
+def test_without_the_section_the_defaults_apply() -> None:
+    assert parse(minimal()).offline == OfflineLimits()
+
+
+def test_every_key_reaches_the_limits() -> None:
+    document = minimal() | {"offline": {
+        "enabled": False, "max_amount": 2500, "max_total": 0, "max_count": 3, "max_age_hours": 0.5,
+        "schemes": ["a000000025", "A0000000 04"]}}
+    assert parse(document).offline == OfflineLimits(
+        enabled=False, max_amount=2500, max_total=0, max_count=3, max_age=datetime.timedelta(minutes=30),
+        schemes=(bytes.fromhex("A000000025"), bytes.fromhex("A000000004")))
+    assert parse(minimal() | {"offline": {"schemes": []}}).offline.schemes == ()
+    assert parse(minimal() | {"offline": {"max_age_hours": 72}}).offline.max_age == datetime.timedelta(days=3)
+
+
+@pytest.mark.parametrize(("values", "key"), [
+    ({"enabled": "yes"}, "offline.enabled"),
+    ({"enabled": 1}, "offline.enabled"),
+    ({"max_amount": -1}, "offline.max_amount"),
+    ({"max_amount": 100.5}, "offline.max_amount"),
+    ({"max_amount": "10000"}, "offline.max_amount"),
+    ({"max_amount": 10**12}, "offline.max_amount"),
+    ({"max_total": -1}, "offline.max_total"),
+    ({"max_total": 500.0}, "offline.max_total"),
+    ({"max_count": -1}, "offline.max_count"),
+    ({"max_count": True}, "offline.max_count"),
+    ({"max_count": 2.0}, "offline.max_count"),
+    ({"max_age_hours": 0}, "offline.max_age_hours"),
+    ({"max_age_hours": -24}, "offline.max_age_hours"),
+    ({"max_age_hours": "24"}, "offline.max_age_hours"),
+    ({"max_age_hours": True}, "offline.max_age_hours"),
+    ({"max_age_hours": math.nan}, "offline.max_age_hours"),
+    ({"max_age_hours": math.inf}, "offline.max_age_hours"),
+    ({"max_age_hours": 1e300}, "offline.max_age_hours"),
+    ({"schemes": "A000000003"}, "offline.schemes"),
+    ({"schemes": ["A0000000031010"]}, "offline.schemes[1]"),
+    ({"schemes": ["A000000003", "A0000000"]}, "offline.schemes[2]"),
+    ({"schemes": ["A00000000G"]}, "offline.schemes[1]"),
+    ({"schemes": [3]}, "offline.schemes[1]"),
+    ({"schemes": ["A000000003", "a000000003"]}, "offline.schemes[2]"),
+    ({"max_amout": 100}, "offline.max_amout"),
+    ({"max_age": 24}, "offline.max_age"),
+])
+def test_a_bad_key_names_itself(values: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(minimal() | {"offline": values})
+    assert (caught.value.file, caught.value.key) == ("test.toml", key)
+    assert caught.value.reason
+
+
+def test_an_unknown_key_suggests_the_known_one() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(minimal() | {"offline": {"max_amout": 100}})
+    assert "max_amount" in caught.value.reason
+
+
+def test_the_section_must_be_a_table() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(minimal() | {"offline": 5})
+    assert caught.value.key == "offline"
