@@ -47,7 +47,8 @@ IAC_DEFAULT_ABSENT = b"\xff" * ACTION_CODE_LENGTH
 ARC_OFFLINE_APPROVED = b"Y1"
 ARC_OFFLINE_DECLINED = b"Z1"
 
-# The reason `OutcomeKind` declines carry when the merchant's offline limits refused a TC.
+# The outcome's reason for a sale declined because the merchant's offline limits refused a TC is
+# 'offline_refused:<their reason>'.
 OFFLINE_REFUSED = "offline_refused"
 # What a driver's answer to `ApproveOffline` that is no `OfflineDecision` counts as.
 NO_OFFLINE_DECISION = "no_decision"
