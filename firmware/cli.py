@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_USAGE, EXIT_READER, EXIT_CARD, EXIT_DECLINED, EXIT_STORE = 0, 2, 3, 4, 5, 6
+EXIT_OK, EXIT_USAGE, EXIT_READER, EXIT_CARD, EXIT_DECLINED, EXIT_STORE, EXIT_WAITING = 0, 2, 3, 4, 5, 6, 7
 
 
 def _card_read(args: argparse.Namespace) -> int:
@@ -52,6 +52,7 @@ def _sale(args: argparse.Namespace) -> int:
     from firmware.host_client import HostClientError
     from firmware.host_store import HostStoreError
     from firmware.money import MoneyError, currency, parse_amount
+    from firmware.payment_records import REFUND, RecordError
     from firmware.pin_pad import PinPadError
     from firmware.reader import CardSession, ReaderError
     from firmware.terminal_keys import TerminalKeysError
@@ -83,6 +84,13 @@ def _sale(args: argparse.Namespace) -> int:
             return _fail(args, "state", str(exc), EXIT_USAGE)
         pin_pad = sale.pin_pad_of(config, keys) if keys is not None else None
         authorizer: Any = None
+        recorder = None
+        if args.no_host and config.host is not None:
+            try:  # an offline approval still leaves its advice in the queue
+                recorder = sale.recorder_of(config, store)
+                sale.recover(recorder.payments)
+            except RecordError as exc:
+                return _fail(args, "state", str(exc), EXIT_STORE)
         if args.scripted_issuer:
             authorizer = ScriptedAuthorizer(decline=args.issuer_declines)
         elif not args.no_host and keys is not None:
@@ -94,7 +102,8 @@ def _sale(args: argparse.Namespace) -> int:
         def on_card(session: CardSession) -> sale.SaleResult:
             fulfil = driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,))
             return sale.run_sale(config, amount, fulfil, pin=args.pin, choice=choice, authorizer=authorizer,
-                                 pin_pad=pin_pad, interactive=args.pin is None and sale.interactive_console())
+                                 pin_pad=pin_pad, interactive=args.pin is None and sale.interactive_console(),
+                                 transaction_type=REFUND if args.refund else 0, recorder=recorder)
 
         try:
             result, _name, _session = _on_card(args.reader or config.reader.name, args.wait, on_card)
@@ -104,6 +113,8 @@ def _sale(args: argparse.Namespace) -> int:
             return _fail(args, "pin pad", str(exc), EXIT_USAGE)
         except HostClientError as exc:
             return _fail(args, "host", str(exc), EXIT_CARD)
+        except RecordError as exc:
+            return _fail(args, "state", str(exc), EXIT_STORE)
     if args.json:
         print(json.dumps(sale.as_json(result), indent=2))
     else:
@@ -132,30 +143,109 @@ def _on_card(reader_name: str | None, wait: float, action: Callable[[Any], T]) -
 
 
 def _saf_status(args: argparse.Namespace) -> int:
+    import datetime
+
     from firmware.config import ConfigError, load_config
     from firmware.keystore import Keystore, KeystoreError
     from firmware.money import alpha, format_amount
+    from firmware.offline_limits import message
+    from firmware.saf_figures import figures
     from firmware.saf_queue import FILE_NAME, SafQueue, SafQueueError
 
     try:
         config = load_config(args.config)
         folder = config.state.folder
         queue = SafQueue(folder / FILE_NAME, Keystore.open(folder))
-        status = queue.status()
+        found = figures(queue, config.offline, datetime.datetime.now(datetime.UTC))
     except ConfigError as exc:
         return _fail(args, "config", str(exc), EXIT_USAGE)
     except (KeystoreError, SafQueueError) as exc:
         return _fail(args, "store", str(exc), EXIT_STORE)
-    oldest = status.oldest_created.isoformat() if status.oldest_created else None
     exponent = config.kernel.terminal.currency_exponent
     if args.json:
-        amounts = {alpha(currency): amount for currency, amount in status.amount_per_currency.items()}
-        print(json.dumps({"count": status.count, "oldest": oldest, "amount_per_currency": amounts}))
+        print(json.dumps(found.as_dict()))
+        return EXIT_OK
+    print(f"Waiting     {found.count}")
+    for currency, amount in sorted(found.amount_per_currency.items()):
+        print(f"Amount      {format_amount(amount, exponent)} {alpha(currency)}")
+    print(f"Oldest      {found.oldest.isoformat() if found.oldest else '-'}")
+    if found.overdue:
+        print(f"ALERT       {message('overdue')}")
+    if found.declined_after_the_fact:
+        print(f"ALERT       {found.declined_after_the_fact} payment(s) taken offline were DECLINED by the "
+              "bank afterwards: `tpe payments` lists them")
+    if found.set_aside:
+        print(f"ALERT       {found.set_aside} damaged item(s) set aside for a technician")
+    return EXIT_OK
+
+
+def _saf_flush(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from firmware import sale
+    from firmware.config import ConfigError, load_config
+    from firmware.host_client import HostClientError
+    from firmware.host_store import HostStoreError
+    from firmware.terminal_keys import TerminalKeysError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(args, "config", str(exc), EXIT_USAGE)
+    if config.host is None or config.dukpt is None:
+        return _fail(args, "usage", f"{config.source}: forwarding needs the [host] and [dukpt] sections",
+                     EXIT_USAGE)
+    with ExitStack() as stack:
+        try:
+            store = sale.state_store(config)
+            stack.callback(store.close)
+            keys = sale.terminal_keys_of(config, store)
+            if keys is None:
+                return _fail(args, "usage", "forwarding needs the [dukpt] section", EXIT_USAGE)
+            authorizer = stack.enter_context(sale.acquirer(config, store, keys))
+            report = authorizer.forward(args.window)
+            status = authorizer.client.recorder.queue.status()
+        except (HostStoreError, TerminalKeysError) as exc:
+            return _fail(args, "state", str(exc), EXIT_STORE)
+        except HostClientError as exc:
+            return _fail(args, "host", str(exc), EXIT_STORE)
+    out = {**sale.forward_summary(report), "waiting": status.count}
+    if args.json:
+        print(json.dumps(out))
     else:
-        print(f"Waiting     {status.count}")
-        for currency, amount in sorted(status.amount_per_currency.items()):
-            print(f"Amount      {format_amount(amount, exponent)} {alpha(currency)}")
-        print(f"Oldest      {oldest or '-'}")
+        print(f"Sent        {out['sent']} ({out['acknowledged']} acknowledged)")
+        if out["refused"]:
+            print(f"ALERT       {len(out['refused'])} payment(s) DECLINED by the bank after the fact")
+        if out["set_aside"]:
+            print(f"ALERT       {len(out['set_aside'])} damaged item(s) set aside for a technician")
+        print(f"Waiting     {status.count}" + (f" ({report.problem})" if report.problem else ""))
+    if report.set_aside:
+        return EXIT_STORE
+    return EXIT_OK if status.count == 0 else EXIT_WAITING
+
+
+def _payments(args: argparse.Namespace) -> int:
+    from firmware.config import ConfigError, load_config
+    from firmware.money import alpha, format_amount
+    from firmware.payment_records import RecordError, open_payments
+    from firmware.payments import PaymentsError
+
+    try:
+        config = load_config(args.config)
+        payments = open_payments(config.state.folder)
+        found = payments.all()[-args.last:] if args.last else payments.all()
+    except ConfigError as exc:
+        return _fail(args, "config", str(exc), EXIT_USAGE)
+    except (RecordError, PaymentsError) as exc:
+        return _fail(args, "store", str(exc), EXIT_STORE)
+    if args.json:
+        print(json.dumps([payment.as_dict() for payment in found]))
+        return EXIT_OK
+    exponent = config.kernel.terminal.currency_exponent
+    for p in found:
+        print(f"{p.id:6d}  {p.created:%Y-%m-%d %H:%M:%S}  {p.kind:6}  "
+              f"{format_amount(p.amount, exponent):>10} {alpha(p.currency)}  {p.state.value:16}  "
+              f"{p.pan_masked or '':19}  {p.note or ''}".rstrip())
     return EXIT_OK
 
 
@@ -286,8 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "test keys only), not the [host]")
     sale.add_argument("--issuer-declines", action="store_true",
                       help="the scripted issuer declines verified authorizations")
+    sale.add_argument("--refund", action="store_true",
+                      help="a refund of the amount to the card (EMV transaction type 20)")
     sale.add_argument("--json", action="store_true", help="print one JSON object")
     sale.set_defaults(func=_sale)
+
+    payments = sub.add_parser("payments", help="the payments this terminal took, with their state")
+    payments.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
+    payments.add_argument("--last", type=int, default=0, metavar="N", help="only the last N")
+    payments.add_argument("--json", action="store_true", help="print one JSON list")
+    payments.set_defaults(func=_payments)
 
     saf = sub.add_parser("saf", help="the store-and-forward queue").add_subparsers(
         dest="saf_cmd", required=True)
@@ -295,6 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     saf_status.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
     saf_status.add_argument("--json", action="store_true", help="print one JSON object")
     saf_status.set_defaults(func=_saf_status)
+    saf_flush = saf.add_parser(
+        "flush", help="forward the queue to the acquirer host now",
+        description="Settles the payments a power cut left unfinished, then sends the queue in order. "
+                    "Exit status: 0 nothing left waiting, 2 usage or configuration error, 6 state or "
+                    "host link error, or damaged items set aside, 7 items still waiting (no link, or the "
+                    "host did not answer).")
+    saf_flush.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
+    saf_flush.add_argument("--window", type=int, default=8, metavar="N",
+                           help="messages in flight at once (default 8)")
+    saf_flush.add_argument("--json", action="store_true", help="print one JSON object")
+    saf_flush.set_defaults(func=_saf_flush)
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="sim_cmd", required=True)
     sim_card = sim.add_parser("card", help="the software EMV card").add_subparsers(

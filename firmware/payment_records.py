@@ -120,6 +120,8 @@ class PaymentRecorder:
         """Record how the card finished `payment_id`: an offline approval with its advice, an
         approval the card declined with its reversal's reason and the card's AAC."""
         crashpoints.reach("card.completed")
+        if transaction_time.tzinfo is None:  # the kernel's clock is the terminal's local time
+            transaction_time = transaction_time.astimezone()
         kind = outcome.kind
         offline = kind in (OutcomeKind.APPROVED_OFFLINE, OutcomeKind.APPROVED_UNABLE_ONLINE)
         advice = reversal = None

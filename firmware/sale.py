@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from emv import kernel
+from emv.action_analysis import OFFLINE_REFUSED
 from emv.apdu import Response
 from emv.context import Transaction
 from emv.outcome import Outcome
-from emv.requests import Transmit
-from firmware import driver
+from emv.requests import ApproveOffline, OfflineDecision, Transmit
+from firmware import driver, offline_limits
 from firmware.config import LINK_CELLULAR, LINK_NETWORK, AppConfig, ModemConfig
 from firmware.host_client import (
     AuthorizationReport,
@@ -43,6 +44,7 @@ from firmware.payment_records import PaymentRecorder, open_payments
 from firmware.payments import Payments, Recovery
 from firmware.pin_pad import DukptPinPad, PinPad
 from firmware.prompts import ConsolePrompt, ScriptedPrompt
+from firmware.saf_queue import SafStatus
 from firmware.terminal_keys import MemorySecretStore, TerminalKeys
 from firmware.tls_stream import ByteStream
 
@@ -298,7 +300,8 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
         payment = authorizer.begin_payment(amount, currency, transaction_type)
     elif recorder is not None:
         payment = recorder.begin(amount, currency, transaction_type)
-    outcome = driver.run(kernel.transaction(config.kernel, txn, rng=rng), send, prompt, authorizer)
+    outcome = driver.run(kernel.transaction(config.kernel, txn, rng=rng), send, prompt, authorizer,
+                         offline_policy(config, recorder))
     for event in outcome.events:  # kernel decisions: no card data (emv.context.Context.note)
         log.info("kernel: %s", event)
     log.info("sale: %s%s, %s APDUs, TVR %s, TSI %s", outcome.kind.value,
@@ -340,6 +343,21 @@ def route_text(route: dict[str, Any]) -> str:
     return f"{name} ({shown})" if shown else str(name)
 
 
+def offline_policy(config: AppConfig, recorder: PaymentRecorder | None) -> driver.OfflinePolicy:
+    """The [offline] limits against the queue as it is when the kernel asks; a terminal with no
+    queue to keep an advice in (no [host]) approves nothing offline beyond the limits of an
+    empty queue."""
+
+    def decide(request: ApproveOffline) -> OfflineDecision:
+        status = recorder.queue.status() if recorder is not None else SafStatus(0, {}, None)
+        decision = offline_limits.decide(config.offline, request, status, datetime.datetime.now(datetime.UTC))
+        if not decision.allowed:
+            log.warning("sale: no offline approval: %s", decision.reason)
+        return decision
+
+    return decide
+
+
 def with_currency(config: AppConfig, number: int, exponent: int) -> AppConfig:
     terminal = dataclasses.replace(config.kernel.terminal, currency=number, currency_exponent=exponent)
     return dataclasses.replace(config, kernel=dataclasses.replace(config.kernel, terminal=terminal))
@@ -358,11 +376,20 @@ def as_json(result: SaleResult) -> dict[str, Any]:
         out["host"] = host_summary(result.host)
     if result.route is not None:
         out["route"] = result.route
+    if refusal := _refusal(result.outcome):
+        out["message"] = refusal
     if result.payment is not None:
         out["payment"] = result.payment
     if result.forwarded is not None:
         out["forwarded"] = forward_summary(result.forwarded)
     return out
+
+
+def _refusal(outcome: Outcome) -> str | None:
+    """The sentence for the cardholder when the offline limits refused the payment."""
+    if outcome.reason and outcome.reason.startswith(OFFLINE_REFUSED):
+        return offline_limits.message(outcome.reason)
+    return None
 
 
 def forward_summary(report: ForwardReport) -> dict[str, Any]:
@@ -434,6 +461,7 @@ def as_text(result: SaleResult) -> str:
         ("Scripts", o.script_results.hex().upper() or None),
         ("Language", ", ".join(o.language) or None),
         *_host_rows(result.host),
+        ("Message", _refusal(o)),
         ("Payment", f"{result.payment['id']}: {result.payment['state'].replace('_', ' ')}"
          if result.payment else None),
         ("Forwarded", _forwarded_text(result.forwarded)),
