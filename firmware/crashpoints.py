@@ -2,7 +2,9 @@
 
 With `TPE_CRASH_AT=<name>` in its environment, the process kills itself with SIGKILL the
 `TPE_CRASH_AFTER`-th time (default 1) it reaches the point `<name>`: nothing is flushed, no
-handler runs, as when the battery dies. Without the variable, `reach` does nothing.
+handler runs, as when the battery dies. With `TPE_CRASH_TRACE=<file>`, every point reached is
+appended to that file, one name per line, for the tests to learn which points a flow goes
+through. Without the variables, `reach` does nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 
 ENV_POINT = "TPE_CRASH_AT"
 ENV_COUNT = "TPE_CRASH_AFTER"
+ENV_TRACE = "TPE_CRASH_TRACE"
 
 # Every point, in the order a sale, its reversal and its forwarding go through them.
 POINTS = (
@@ -30,6 +33,10 @@ _reached: dict[str, int] = {}
 
 
 def reach(name: str) -> None:
+    trace = os.environ.get(ENV_TRACE)
+    if trace:
+        with open(trace, "a", encoding="ascii") as out:
+            out.write(name + "\n")
     target = os.environ.get(ENV_POINT)
     if target is None or target != name:
         return
