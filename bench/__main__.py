@@ -379,6 +379,14 @@ def bench_modem(results: dict[str, float]) -> None:
     results["modem_3g_cold_in_rtts"] = round((cold_ms - open_ms) / MODEM_3G_RTT_MS, 2)
 
 
+def bench_store_and_forward(results: dict[str, float]) -> None:
+    """The store-and-forward queue (bench/saf.py): 1,000 advices forwarded over the same 3G,
+    and the durable store's commits per second."""
+    from bench.saf import bench_saf
+
+    bench_saf(results, rtt_ms=MODEM_3G_RTT_MS, bandwidth_kbit=MODEM_3G_KBIT)
+
+
 def bench_pcscd(results: dict[str, float]) -> None:
     from sim import pcscd
 
@@ -421,10 +429,11 @@ def main() -> int:
     bench_kernel(results)
     bench_host(results)
     bench_modem(results)
+    bench_store_and_forward(results)
     bench_pcscd(results)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(results.items()):
-        print(f"{key:36} {value}")
+        print(f"{key:48} {value}")
     print(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
 
