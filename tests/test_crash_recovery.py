@@ -3,7 +3,8 @@
 the host simulator's ledger compared with the terminal's payments.
 
 The flows: an online sale, an online refund, a sale whose answer the host loses (its reversal),
-and an offline approval (its advice). A first run of each flow records the points it reaches;
+an offline approval (its advice), and the tunnel: an answer lost, the authorization reversed,
+the card approving offline after all (Y3) and its advice forwarded later. A first run of each flow records the points it reaches;
 then one run per point cuts the power there. Every run must end with: each payment the terminal
 holds as approved booked exactly once at the host, every other payment booked nowhere (its
 authorization reversed), nothing waiting in the queue, nothing held.
@@ -45,6 +46,10 @@ class Flow:
     config_edits: tuple[tuple[str, str], ...] = ()
 
 
+# under the floor limit, and no random selection for online (Book 3, 10.6.2)
+_NO_RANDOM_ONLINE = (("random_target_percent = 20", "random_target_percent = 0"),
+                     ("random_max_target_percent = 50", "random_max_target_percent = 0"))
+
 FLOWS = {
     "sale": Flow("visa_cda_online", ("100.00", "--pin", "1234"), (),
                  ("payment.started", "authorization.committed", "authorization.sent",
@@ -58,9 +63,14 @@ FLOWS = {
     "offline": Flow("offline_approving", ("10.00",), (),
                     ("payment.started", "card.completed", "payment.completed", "item.committed",
                      "item.sent", "item.answered"),
-                    # under the floor limit, and no random selection for online (Book 3, 10.6.2)
-                    (("random_target_percent = 20", "random_target_percent = 0"),
-                     ("random_max_target_percent = 50", "random_max_target_percent = 0"))),
+                    _NO_RANDOM_ONLINE),
+    # the tunnel: the answer is lost, the authorization reversed, the card approves offline (Y3),
+    # and the advice goes out with the next flush
+    "unable_online": Flow("new_card_online", ("10.00",), ("drop 1",),
+                          ("payment.started", "authorization.committed", "authorization.sent",
+                           "item.committed", "item.sent", "item.answered", "card.completed",
+                           "payment.completed"),
+                          _NO_RANDOM_ONLINE),
 }
 
 
@@ -182,3 +192,5 @@ def test_a_power_cut_at_every_point_loses_nothing_and_books_nothing_twice(
         assert outcomes["payment.completed"] == "approved"
     if name == "offline":
         assert outcomes["payment.completed"] == outcomes["item.sent"] == "approved_offline"
+    if name == "unable_online":
+        assert outcomes["payment.completed"] == "approved_offline"  # its advice forwarded by the flush

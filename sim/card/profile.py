@@ -87,7 +87,8 @@ AC_TERMINAL_DATA: tuple[tuple[int, int], ...] = (
 )
 
 EXPECTED_CHOICES: dict[str, tuple[str, ...] | None] = {
-    "outcome": ("approved_online", "approved_offline", "declined_online", "declined_offline", "terminated"),
+    "outcome": ("approved_online", "approved_offline", "declined_online", "declined_offline",
+                "approved_unable_online", "declined_unable_online", "terminated"),
     "oda": ("cda", "dda", "sda", "none", "failed"),
     "cvm": ("online_pin", "offline_plaintext_pin", "offline_enciphered_pin", "signature", "no_cvm", "failed"),
     "first_ac": ("ARQC", "TC", "AAC"),
