@@ -4,10 +4,11 @@ the host simulator's ledger compared with the terminal's payments.
 
 The flows: an online sale, an online refund, a sale whose answer the host loses (its reversal),
 an offline approval (its advice), and the tunnel: an answer lost, the authorization reversed,
-the card approving offline after all (Y3) and its advice forwarded later. A first run of each flow records the points it reaches;
-then one run per point cuts the power there. Every run must end with: each payment the terminal
-holds as approved booked exactly once at the host, every other payment booked nowhere (its
-authorization reversed), nothing waiting in the queue, nothing held.
+the card approving offline after all (Y3) and its advice forwarded later. A first run of each
+flow records the points it reaches; then one run per point cuts the power there. Every run must
+end with: each payment the terminal holds as approved booked exactly once at the host, every
+other payment booked nowhere (its authorization reversed), nothing waiting in the queue,
+nothing held.
 
 The card, pcscd, the host and the terminal are real processes. TEST KEYS only (sim/, tests/).
 """
