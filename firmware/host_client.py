@@ -491,6 +491,8 @@ class HostClient:
         report = ForwardReport()
         flights: list[_Flight] = []
         done: set[int] = set()
+        if not self._pending(kind, done):
+            return report  # nothing to send: no connection opened for nothing
         try:
             link = await self._link_up()
         except StreamError as exc:

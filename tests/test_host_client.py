@@ -36,6 +36,7 @@ from firmware.pin_pad import DukptPinPad
 from firmware.prompts import ScriptedPrompt
 from firmware.saf_queue import FILE_NAME, Item, SafQueue
 from firmware.terminal_keys import TerminalKeys
+from firmware.tls_stream import ConnectError
 from sim.host.server import HostSimulator
 from sim.inprocess import Run, fresh_card, transact
 
@@ -88,7 +89,8 @@ class Rig:
     def run(self, coroutine: Any) -> Any:
         return self.thread.run(coroutine)
 
-    def terminal(self, *, timeout: float = TIMEOUT) -> tuple[HostClient, BlockingAuthorizer, TerminalKeys]:
+    def terminal(self, *, timeout: float = TIMEOUT,
+                 connect: Any = None) -> tuple[HostClient, BlockingAuthorizer, TerminalKeys]:
         """A terminal's client over its state database in tmp (the same file every time: a
         second call is the terminal after a restart)."""
         store = HostStore(self.tmp / "state" / "host.sqlite3")
@@ -100,7 +102,7 @@ class Rig:
         config = HostConfig(address="127.0.0.1", port=self.host.port, server_name="localhost",
                             ca_file=pki.host_ca_cert, cert_file=pki.terminal_cert, key_file=pki.terminal_key,
                             acquirer_id=ACCEPTOR.acquirer_id, timeout=timeout)
-        client = HostClient(config, store, keys, ACCEPTOR,
+        client = HostClient(config, store, keys, ACCEPTOR, connect,
                             recorder=PaymentRecorder(Payments(queue), store, ACCEPTOR))
         self.clients.append(client)
         return client, BlockingAuthorizer(client, self.thread.loop), keys
@@ -372,6 +374,19 @@ def test_no_host_listening_is_unable_without_a_reversal(rig: Rig) -> None:
     assert rig.pending() == [] and rig.seen == []
     with pytest.raises(HostUnavailable):
         rig.run(client.echo())
+
+
+def test_without_a_link_and_nothing_owed_the_sale_waits_for_one_connection_attempt(rig: Rig) -> None:
+    attempts: list[int] = []
+
+    async def unreachable() -> Any:
+        attempts.append(1)
+        raise ConnectError("no route to the host")
+
+    client, authorizer, keys = rig.terminal(connect=unreachable)
+    run = rig.sale(authorizer, keys)
+    assert run.outcome.kind in UNABLE and len(attempts) == 1  # not one more for an empty queue
+    assert rig.run(client.forward()).items == [] and len(attempts) == 1
 
 
 # --- STAN, KSN, connection ------------------------------------------------------------------
