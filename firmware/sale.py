@@ -292,7 +292,8 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
     prompt: Any = ConsolePrompt(pin_pad=pin_pad) if interactive else ScriptedPrompt(
         pin=pin, pin_pad=pin_pad, choice=choice)
     send, count = counting(fulfil)
-    txn = Transaction(amount=amount, when=when or datetime.datetime.now(), transaction_type=transaction_type)
+    txn = Transaction(amount=amount, when=when or datetime.datetime.now().astimezone(),
+                      transaction_type=transaction_type)
     currency = config.kernel.terminal.currency
     payment: int | None = None
     if isinstance(authorizer, BlockingAuthorizer):
