@@ -400,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "host link error, or damaged items set aside, 7 items still waiting (no link, or the "
                     "host did not answer).")
     saf_flush.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
-    saf_flush.add_argument("--window", type=int, default=8, metavar="N",
-                           help="messages in flight at once (default 8)")
+    saf_flush.add_argument("--window", type=int, default=32, metavar="N",
+                           help="messages in flight at once (default 32, at most 64)")
     saf_flush.add_argument("--json", action="store_true", help="print one JSON object")
     saf_flush.set_defaults(func=_saf_flush)
 

@@ -66,13 +66,14 @@ ConnectFunction = Callable[[], Awaitable[ByteStream]]
 
 # 0410 codes after which a reversal is done: '00', and '94' (the host already had it).
 REVERSAL_DONE = frozenset({"00", "94"})
-# Frames kept while nobody waits for them (late answers); older ones are dropped.
-MAX_QUEUED_FRAMES = 32
+# Frames kept while nobody reads them (answers in flight, late answers); older ones are dropped.
+MAX_QUEUED_FRAMES = 64
 # How long the idle reader waits before it simply reads again.
 IDLE_READ = 3600.0
 
-# Messages of the queue in flight at once on one connection (`forward`).
-FORWARD_WINDOW = 8
+# Messages of the queue in flight at once on one connection (`forward`): enough to keep a 3G
+# link busy (150 ms round trip, 384 kbit/s, about 300 bytes per advice; `make bench`).
+FORWARD_WINDOW = 32
 
 
 class HostClientError(Exception):
@@ -225,7 +226,8 @@ class HostClient:
             raise HostClientError(str(exc)) from exc
         self._link: _Link | None = None
         self._lock = asyncio.Lock()
-        self.payment: int | None = None  # the payment of the last authorization
+        self.payment: int | None = None  # the payment begun and not yet authorized
+        self._authorized: int | None = None  # the payment whose end `complete` records
         self.links_opened = 0  # TLS handshakes completed
         self.last: AuthorizationReport | None = None
 
@@ -382,6 +384,7 @@ class HostClient:
                 pin_keys = self._pin_keys(request)
                 payment = self.payment if self.payment is not None else self.begin_payment(
                     request.amount, request.currency, request.transaction_type)
+                self.payment, self._authorized = None, payment
             except HostClientError as exc:
                 log.error("host link: authorization not sent: %s", exc)
                 report.problem = f"not sent: {exc}"
@@ -450,7 +453,8 @@ class HostClient:
         reversals owed (an approval the card did not confirm is reversed: '06' with the card's
         AAC, '22' when the sale broke off)."""
         async with self._lock:
-            payment, self.payment = self.payment, None
+            payment = self._authorized if self._authorized is not None else self.payment
+            self.payment = self._authorized = None
             if payment is None:
                 return []
             state = self._record("the payment's end",
@@ -489,14 +493,16 @@ class HostClient:
         ones at the first that gets no answer (the link is likely down), and when `window` is
         1, at the first not acknowledged: what is sent first is settled first."""
         report = ForwardReport()
+        window = max(1, min(window, MAX_QUEUED_FRAMES))  # answers beyond the frame queue would be lost
         flights: list[_Flight] = []
-        done: set[int] = set()
-        if not self._pending(kind, done):
+        taken = 0  # the id of the last item taken: the queue's order is its ids'
+        first = self._next(kind, taken)
+        if first is None:
             return report  # nothing to send: no connection opened for nothing
         try:
             link = await self._link_up()
         except StreamError as exc:
-            for item in self._pending(kind, done)[:1]:  # the next in line says why it waits
+            for item in (first,):  # the next in line says why it waits
                 report.problem = f"no link: {exc}"
                 fields = self._outgoing(item, report)
                 if fields is not None:
@@ -506,11 +512,10 @@ class HostClient:
         stop = False
         while True:
             while not stop and len(flights) < window:
-                pending = self._pending(kind, done)
-                if not pending:
+                item = self._next(kind, taken)
+                if item is None:
                     break
-                item = pending[0]
-                done.add(item.id)
+                taken = item.id
                 fields = self._outgoing(item, report)
                 if fields is None:
                     continue
@@ -548,9 +553,10 @@ class HostClient:
             if not item_report.acknowledged and window == 1:
                 stop = True
 
-    def _pending(self, kind: str | None, done: set[int]) -> list[Item]:
-        items = self._record("the queue", lambda: self._queue.pending(len(done) + 1, kind))  # type: ignore
-        return [item for item in items if item.id not in done]
+    def _next(self, kind: str | None, after: int) -> Item | None:
+        """The first item waiting after id `after`, of `kind` when given."""
+        items = self._record("the queue", lambda: self._queue.pending(1, kind, after=after))  # type: ignore
+        return items[0] if items else None
 
     async def _next_answer(self, link: _Link, flights: list[_Flight]) -> tuple[_Flight, Fields] | str:
         """The next verified answer to one of `flights`, or why none came (a string)."""

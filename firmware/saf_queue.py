@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS item (
     code TEXT,                     -- the host's response code (field 39), or why it was settled
     settled_at TEXT
 );
+CREATE INDEX IF NOT EXISTS item_waiting ON item(id) WHERE settled IS NULL AND held = 0;
 """
 # How an item left the queue: the host answered it, refused it (a decline after the fact), the
 # sale that held it no longer needs it, or its payload is damaged and a technician must look.
@@ -274,11 +275,13 @@ class SafQueue:
             raise SafQueueError(f"{self.path}: {exc}") from exc
         return [self._item(row) for row in rows]
 
-    def pending(self, limit: int = 100, kind: Kind | None = None) -> list[Item]:
-        """Items waiting for the host (not held), oldest first (in the order they were added)."""
+    def pending(self, limit: int = 100, kind: Kind | None = None, *, after: int = 0) -> list[Item]:
+        """Items waiting for the host (not held), oldest first (in the order they were added),
+        from the id after `after`."""
         if kind is None:
-            return self._select("settled IS NULL AND held = 0 ORDER BY id LIMIT ?", (limit,))
-        return self._select("settled IS NULL AND held = 0 AND kind = ? ORDER BY id LIMIT ?", (kind, limit))
+            return self._select("settled IS NULL AND held = 0 AND id > ? ORDER BY id LIMIT ?", (after, limit))
+        return self._select("settled IS NULL AND held = 0 AND kind = ? AND id > ? ORDER BY id LIMIT ?",
+                            (kind, after, limit))
 
     def held(self) -> list[Item]:
         """Items kept back by a sale in progress (after a power cut: by a sale that died)."""
