@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from modem_host_rig import close_module, host_config, module_up
 
 from firmware import driver
-from firmware.config import HostConfig, load_config
+from firmware.config import load_config
 from firmware.host_client import EventLoopThread, HostClient
 from firmware.host_store import HostStore
 from firmware.links import CellularLink, LinkManager
@@ -44,7 +45,6 @@ from firmware.sale import RoutedAuthorizer, SaleResult, link_connect, run_sale
 from firmware.terminal_keys import TerminalKeys
 from modem.quectel import QuectelModule
 from modem.runner import AtRunner
-from modem.serial_port import open_serial
 from sim.host.accounts import AccountRules
 from sim.host.ledger import Entry
 from sim.host.server import HostSimulator
@@ -54,7 +54,6 @@ from sim.modem import ModemSimulator, NetworkConditions
 CONFIG = load_config()
 TERMINAL_KEYS = Path(__file__).resolve().parent.parent / "sim" / "host" / "terminal_test_keys.toml"
 ACCEPTOR = Acceptor(terminal_id="TPE00001", merchant_id="000000000000001", acquirer_id="12345")
-APN = "internet.test"
 TIMEOUT = 3.0  # the host client's answer and open time limit
 # The card's end is recorded with the sale's time, which goes into the advice: timezone-aware.
 SALE_TIME = WHEN.replace(tzinfo=datetime.UTC)
@@ -145,14 +144,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         # money enough on the cards that no online sale is declined for funds
         host = HostSimulator(tmp_path / "pki", rules=AccountRules(opening_balance=100_000_000))
         await host.start()
-        runner = AtRunner(await open_serial(await modem.open()))
-        await runner.start()
-        module = QuectelModule(runner, registration_timeout=5.0, poll_interval=0.1)
-        await module.bring_up(None, APN)
-        pki = host.pki
-        config = HostConfig(address=host.host, port=host.port, server_name="localhost",
-                            ca_file=pki.host_ca_cert, cert_file=pki.terminal_cert, key_file=pki.terminal_key,
-                            acquirer_id=ACCEPTOR.acquirer_id, timeout=TIMEOUT)
+        runner, module = await module_up(modem)
+        config = host_config(host, ACCEPTOR.acquirer_id, TIMEOUT)
         manager = LinkManager([CellularLink(module)], host.host, host.port, timeout=TIMEOUT)
         client = HostClient(config, store, keys, ACCEPTOR, connect=link_connect(manager))
         authorizer = RoutedAuthorizer(client, thread.loop, manager)
@@ -163,9 +156,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
     async def stop() -> None:
         await built.client.close()
-        await built.module.close()
-        await built.runner.close()
-        await modem.close()
+        await close_module(built.runner, built.module, modem)
         await built.host.stop()
 
     thread.run(stop())

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from modem_host_rig import close_module, host_config, module_up
 
 from emv.outcome import Outcome, OutcomeKind
-from firmware.config import HostConfig, load_config
+from firmware.config import load_config
 from firmware.host_client import EventLoopThread, HostClient
 from firmware.host_store import HostStore
 from firmware.links import CellularLink, LinkManager, OsNetworkLink
@@ -30,7 +31,6 @@ from firmware.terminal_keys import TerminalKeys
 from firmware.tls_stream import ByteStream
 from modem.quectel import QuectelModule
 from modem.runner import AtRunner
-from modem.serial_port import open_serial
 from sim.host.server import HostSimulator
 from sim.inprocess import fresh_card, transact
 from sim.modem import ModemSimulator, NetworkConditions
@@ -39,7 +39,6 @@ CONFIG = load_config()
 TERMINAL_KEYS = Path(__file__).resolve().parent.parent / "sim" / "host" / "terminal_test_keys.toml"
 ACCEPTOR = Acceptor(terminal_id="TPE00001", merchant_id="000000000000001", acquirer_id="12345")
 AMOUNT = 10000  # above the default floor limit: visa_cda_online goes online with an online PIN
-APN = "internet.test"
 TIMEOUT = 3.0  # the host client's answer and open time limit
 
 
@@ -136,14 +135,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         await host.start()
         forwarder = Forwarder(host.port)
         await forwarder.start()
-        runner = AtRunner(await open_serial(await modem.open()))
-        await runner.start()
-        module = QuectelModule(runner, registration_timeout=5.0, poll_interval=0.1)
-        await module.bring_up(None, APN)
-        pki = host.pki
-        config = HostConfig(address=host.host, port=host.port, server_name="localhost",
-                            ca_file=pki.host_ca_cert, cert_file=pki.terminal_cert, key_file=pki.terminal_key,
-                            acquirer_id=ACCEPTOR.acquirer_id, timeout=TIMEOUT)
+        runner, module = await module_up(modem)
+        config = host_config(host, ACCEPTOR.acquirer_id, TIMEOUT)
         manager = LinkManager([ForwardedNetworkLink(forwarder), CellularLink(module)], host.host, host.port,
                               timeout=TIMEOUT)
         client = HostClient(config, store, keys, ACCEPTOR, connect=link_connect(manager))
@@ -155,9 +148,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
     async def stop() -> None:
         await built.client.close()
-        await built.module.close()
-        await built.runner.close()
-        await modem.close()
+        await close_module(built.runner, built.module, modem)
         with contextlib.suppress(AssertionError):
             await built.forwarder.stop()
         await built.host.stop()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from modem_host_rig import close_module, host_config, module_up
 
 from emv.outcome import OutcomeKind
 from firmware.config import HostConfig, load_config
@@ -27,10 +28,7 @@ from firmware.prompts import ScriptedPrompt
 from firmware.terminal_keys import TerminalKeys
 from firmware.tls_stream import TlsError, TlsStream, client_context
 from modem.module import Module
-from modem.quectel import QuectelModule
 from modem.runner import AtRunner
-from modem.serial_port import open_serial
-from modem.simcom import SimcomModule
 from sim.host.server import HostSimulator
 from sim.inprocess import fresh_card, transact
 from sim.modem import ModemSimulator, NetworkConditions
@@ -39,8 +37,6 @@ CONFIG = load_config()
 TERMINAL_KEYS = Path(__file__).resolve().parent.parent / "sim" / "host" / "terminal_test_keys.toml"
 ACCEPTOR = Acceptor(terminal_id="TPE00001", merchant_id="000000000000001", acquirer_id="12345")
 AMOUNT = 10000  # above the default floor limit: visa_cda_online goes online with an online PIN
-DRIVERS: dict[str, type[Module]] = {"quectel": QuectelModule, "simcom": SimcomModule}
-APN = "internet.test"
 OPEN_TIMEOUT = 3.0
 
 
@@ -54,10 +50,7 @@ class Rig:
     tmp: Path
 
     def config(self) -> HostConfig:
-        pki = self.host.pki
-        return HostConfig(address=self.host.host, port=self.host.port, server_name="localhost",
-                          ca_file=pki.host_ca_cert, cert_file=pki.terminal_cert, key_file=pki.terminal_key,
-                          acquirer_id=ACCEPTOR.acquirer_id, timeout=10.0)
+        return host_config(self.host, ACCEPTOR.acquirer_id, 10.0)
 
     async def connect(self) -> object:
         return await self.module.open_socket(self.host.host, self.host.port, OPEN_TIMEOUT)
@@ -74,20 +67,14 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     async def start() -> Rig:
         host = HostSimulator(tmp_path / "pki")
         await host.start()
-        path = await modem.open()
-        runner = AtRunner(await open_serial(path))
-        await runner.start()
-        module = DRIVERS[dialect](runner, registration_timeout=5.0, poll_interval=0.1)
-        await module.bring_up(None, APN)
+        runner, module = await module_up(modem, dialect)
         return Rig(thread, host, modem, module, runner, tmp_path)
 
     built = thread.run(start())
     yield built
 
     async def stop() -> None:
-        await built.module.close()
-        await built.runner.close()
-        await modem.close()
+        await close_module(built.runner, built.module, modem)
         await built.host.stop()
 
     thread.run(stop())
