@@ -233,7 +233,7 @@ def _payments(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         payments = open_payments(config.state.folder)
-        found = payments.all()[-args.last:] if args.last else payments.all()
+        found = payments.all(last=args.last)
     except ConfigError as exc:
         return _fail(args, "config", str(exc), EXIT_USAGE)
     except (RecordError, PaymentsError) as exc:

@@ -502,12 +502,11 @@ class HostClient:
         try:
             link = await self._link_up()
         except StreamError as exc:
-            for item in (first,):  # the next in line says why it waits
-                report.problem = f"no link: {exc}"
-                fields = self._outgoing(item, report)
-                if fields is not None:
-                    report.items.append(_item_report(item, fields, problem=report.problem))
-                log.info("store-and-forward: the queue waits: no link: %s", exc)
+            report.problem = f"no link: {exc}"
+            fields = self._outgoing(first, report)  # the next in line says why it waits
+            if fields is not None:
+                report.items.append(_item_report(first, fields, problem=report.problem))
+            log.info("store-and-forward: the queue waits: no link: %s", exc)
             return report
         stop = False
         while True:

@@ -176,11 +176,13 @@ class Payments:
         with self._atomic() as db:
             return self._get(db, payment_id)
 
-    def all(self, *, unfinished: bool = False) -> list[Payment]:
+    def all(self, *, unfinished: bool = False, last: int = 0) -> list[Payment]:
+        """Every payment in order, or the unfinished ones, or the `last` ones."""
         where = f"WHERE state NOT IN ({', '.join(repr(s.value) for s in _FINAL)})" if unfinished else ""
+        limit = f"LIMIT {int(last)}" if last > 0 else ""
         with self._atomic() as db:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM payment {where} ORDER BY id").fetchall()
-        return [self._payment(row) for row in rows]
+            rows = db.execute(f"SELECT {_COLUMNS} FROM payment {where} ORDER BY id DESC {limit}").fetchall()
+        return [self._payment(row) for row in reversed(rows)]
 
     # --- writing --------------------------------------------------------------------------
 
