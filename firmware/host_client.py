@@ -66,6 +66,8 @@ ConnectFunction = Callable[[], Awaitable[ByteStream]]
 
 # 0410 codes after which a reversal is done: '00', and '94' (the host already had it).
 REVERSAL_DONE = frozenset({"00", "94"})
+# 0230 codes after which an advice is done: booked, or '94' (the host already had it).
+ADVICE_DONE = messages.APPROVED_CODES | {"94"}
 # Frames kept while nobody reads them (answers in flight, late answers); older ones are dropped.
 MAX_QUEUED_FRAMES = 64
 # How long the idle reader waits before it simply reads again.
@@ -593,7 +595,7 @@ class HostClient:
                         fields["11"], code)
             return _item_report(item, fields, code=code, problem=f"host answered {code}")
         now = self._clock()
-        accepted = REVERSAL_DONE if item.kind == "reversal" else messages.APPROVED_CODES
+        accepted = REVERSAL_DONE if item.kind == "reversal" else ADVICE_DONE
         if code in accepted:
             self._record("the answer", lambda: self._queue.mark_answered(item.id, code, now))
             log.info("store-and-forward: %s of STAN %s acknowledged (%s)", fields["t"], fields["11"], code)

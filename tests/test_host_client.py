@@ -389,6 +389,31 @@ def test_without_a_link_and_nothing_owed_the_sale_waits_for_one_connection_attem
     assert rig.run(client.forward()).items == [] and len(attempts) == 1
 
 
+def test_an_offline_approval_is_advised_and_a_decline_after_the_fact_is_kept_for_the_merchant(
+        rig: Rig) -> None:
+    client, authorizer, _keys = rig.terminal()
+    outcomes = []
+    for seed in (1, 3):  # seeds under which random selection (Book 3, 10.6.2) keeps the sale offline
+        authorizer.begin_payment(1000, 978)
+        run = transact(fresh_card("offline_approving"), CONFIG.kernel, 1000, prompt=ScriptedPrompt(),
+                       authorizer=authorizer, seed=seed)
+        authorizer.complete(run.outcome)
+        outcomes.append(run.outcome.kind)
+        if seed == 1:  # the first advice is booked; then the issuer blocks the account
+            (booked,) = authorizer.forward().items
+            assert booked.acknowledged and not booked.refused and booked.mti == "0220"
+            rig.host.accounts.block("offline_approving")
+    assert outcomes == [OutcomeKind.APPROVED_OFFLINE] * 2
+    (refused,) = authorizer.forward().items
+    assert refused.acknowledged and refused.refused and refused.response_code == "62"
+    queue = client.recorder.queue
+    (alert,) = queue.declined_after_the_fact()
+    assert alert.id == refused.item and alert.code == "62" and queue.status().count == 0
+    first, second = rig.host.ledger.entries()
+    assert (first.mti, first.approved, second.mti, second.approved) == ("0220", True, "0220", False)
+    assert authorizer.forward().items == []  # refused for good: never sent again
+
+
 # --- STAN, KSN, connection ------------------------------------------------------------------
 
 def test_stan_and_ksn_are_never_reused_across_a_restart(rig: Rig) -> None:

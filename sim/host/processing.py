@@ -22,6 +22,8 @@ The rules, docs/host-protocol.md being the reference of the messages:
   verified, and the armed issuer scripts on approval.
 - Reversals of an unknown transaction are acknowledged '00' with nothing booked; of a
   transaction already reversed by another 0400, '94'.
+- An offline approval's advice (0220 with field 55) is booked '00', or refused '62' (booked as
+  declined) when the card's account is blocked: a decline after the fact.
 - A completion (0220 with field 56) of an unknown, declined or reversed 0100 is answered '12';
   a second completion of the same 0100, '94'.
 - Reconciliation compares the terminal's totals with the approved, unreversed 0200s and 0220s of
@@ -309,6 +311,13 @@ class HostProcessor:
             chip = _tlv_values(bytes.fromhex(request["55"]))
         except EmvError:
             return {"39": Code.FORMAT_ERROR}, False, "advice with unreadable field 55, not booked"
+        account = self.ledger.account(pan_token(request["2"]))
+        if account is not None and account.blocked:
+            # the card approved offline, the issuer refuses after the fact: booked as declined
+            entry = self._book(self._new_entry(request, code=Code.RESTRICTED_CARD, rid=_rid(_aid(chip)),
+                                               advice=True))
+            return ({"39": Code.RESTRICTED_CARD, "37": entry.rrn}, True,
+                    f"offline approval of a blocked account refused, booked as entry {entry.id}")
         entry = self._book(self._new_entry(request, code=Code.APPROVED, rid=_rid(_aid(chip)), advice=True))
         return {"39": Code.APPROVED, "37": entry.rrn}, True, f"offline approval booked as entry {entry.id}"
 
