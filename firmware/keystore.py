@@ -51,14 +51,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _create_key(path: Path) -> None:
-    """Write a new key beside `path`, then link it into place: a crash leaves either no key or a
-    whole one, and two processes racing on first use end up with the same key."""
+def create_private_file(path: Path, data: bytes) -> None:
+    """Write `data` beside `path`, then link it into place, owner-only: a crash leaves either no
+    file or a whole one, and two processes racing on first use end up with the same file."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, secrets.token_bytes(KEY_BYTES))
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -70,19 +70,31 @@ def _create_key(path: Path) -> None:
     _fsync_folder(path.parent)
 
 
-def _read_key(path: Path) -> bytes:
+def read_private_file(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of an owner-only regular file (`KeystoreError` otherwise)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KeystoreError(f"{path} is not a regular file")
         _check_private(st, path)
-        key = os.read(fd, KEY_BYTES + 1)
+        return os.read(fd, limit)
     finally:
         os.close(fd)
-    if len(key) != KEY_BYTES:
-        raise KeystoreError(f"{path} does not hold a {KEY_BYTES * 8}-bit key")
-    return key
+
+
+def private_folder(folder: Path) -> Path:
+    """`<folder>/keystore`, created owner-only and checked to be so."""
+    keys = folder / "keystore"
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        keys.mkdir(mode=0o700)
+        os.chmod(keys, 0o700)  # whatever the umask
+    st = os.stat(keys, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        raise KeystoreError(f"{keys} is not a folder")
+    _check_private(st, keys)
+    return keys
 
 
 class Keystore:
@@ -100,17 +112,13 @@ class Keystore:
         keys = folder / "keystore"
         path = keys / KEY_FILE
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                keys.mkdir(mode=0o700)
-                os.chmod(keys, 0o700)  # whatever the umask
-            st = os.stat(keys, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
-                raise KeystoreError(f"{keys} is not a folder")
-            _check_private(st, keys)
+            private_folder(folder)
             if not os.path.lexists(path):
-                _create_key(path)
-            return cls(_read_key(path), path)
+                create_private_file(path, secrets.token_bytes(KEY_BYTES))
+            key = read_private_file(path, KEY_BYTES + 1)
+            if len(key) != KEY_BYTES:
+                raise KeystoreError(f"{path} does not hold a {KEY_BYTES * 8}-bit key")
+            return cls(key, path)
         except OSError as exc:
             raise KeystoreError(f"cannot use the key in {keys}: {exc.strerror or exc}") from None
 
