@@ -26,7 +26,7 @@ from emv.apdu import Response
 from emv.context import Transaction
 from emv.outcome import Outcome
 from emv.requests import ApproveOffline, OfflineDecision, Transmit
-from firmware import driver, offline_limits
+from firmware import driver, fiscal, offline_limits
 from firmware.config import LINK_CELLULAR, LINK_NETWORK, AppConfig, ModemConfig
 from firmware.host_client import (
     AuthorizationReport,
@@ -37,13 +37,15 @@ from firmware.host_client import (
     HostClientError,
 )
 from firmware.host_store import HostStore
+from firmware.journal import Journal, JournalError
 from firmware.links import CellularLink, Link, LinkEvent, LinkManager, OsNetworkLink
 from firmware.messages import Acceptor
 from firmware.money import alpha, format_amount
-from firmware.payment_records import PaymentRecorder, open_payments
-from firmware.payments import Payments, Recovery
+from firmware.payment_records import PaymentRecorder, RecordError, open_payments
+from firmware.payments import Payments, Recovery, State
 from firmware.pin_pad import DukptPinPad, PinPad
 from firmware.prompts import ConsolePrompt, ScriptedPrompt
+from firmware.receipt import ReceiptError, receipt_lines, software_version
 from firmware.saf_queue import SafStatus
 from firmware.terminal_keys import MemorySecretStore, TerminalKeys
 from firmware.tls_stream import ByteStream
@@ -52,7 +54,17 @@ log = logging.getLogger(__name__)
 
 
 STATE_FILE = "host.sqlite3"  # in the [state] folder
+HOST_ANSWERED = "the acquirer host answered"  # the cause of the degraded mode's end
 MODEM_CLOSE_TIMEOUT = 5.0  # seconds for the module's driver and port to close on the way out
+
+
+class SaleJournalError(RecordError):
+    """The payment is recorded, but its ticket or a degraded-mode event could not be journalled
+    (`firmware.fiscal`): the fiscal journal needs attention. `result` is the sale's result."""
+
+    def __init__(self, message: str, result: SaleResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class LinkSetupError(HostClientError):
@@ -70,6 +82,7 @@ class SaleResult:
     route: dict[str, Any] | None = None  # `LinkManager.snapshot()` after the sale, with its events
     payment: dict[str, Any] | None = None  # the payment's record (`firmware.payments.Payment`)
     forwarded: ForwardReport | None = None  # the store-and-forward queue sent after the sale
+    ticket: dict[str, Any] | None = None  # the fiscal ticket journalled: seq, type, extract, receipt
 
 
 @dataclass
@@ -281,14 +294,20 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
              pin: str | None, choice: int | str = 0, authorizer: Any = None,
              pin_pad: PinPad | None = None, interactive: bool = False,
              when: datetime.datetime | None = None, rng: Callable[[int], bytes] = os.urandom,
-             transaction_type: int = 0, recorder: PaymentRecorder | None = None) -> SaleResult:
+             transaction_type: int = 0, recorder: PaymentRecorder | None = None,
+             journal: Journal | None = None) -> SaleResult:
     """One sale (or refund, `transaction_type` 0x20) through the kernel; `authorizer` None means
     no host (unable to go online), `pin_pad` None no online PIN.
 
     The payment is recorded (`firmware.payments`) by the acquirer host's client, or by
     `recorder` without one: an offline approval leaves its advice in the store-and-forward
     queue. With the acquirer host, an approval the card then declines is reversed, and the
-    queue is forwarded, before this returns."""
+    queue is forwarded, before this returns.
+
+    An approved payment is journalled as a ticket in the fiscal journal (`journal`, by default
+    that of the [state] folder), and the host being unreachable, then reachable again, as the
+    degraded mode's start and end (`journal_sale`). `SaleJournalError` (a `RecordError`, with
+    the result) when the journal cannot be written: the payment itself is recorded."""
     prompt: Any = ConsolePrompt(pin_pad=pin_pad) if interactive else ScriptedPrompt(
         pin=pin, pin_pad=pin_pad, choice=choice)
     send, count = counting(fulfil)
@@ -314,19 +333,82 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
     if isinstance(authorizer, BlockingAuthorizer):
         authorizer.complete(outcome, txn.when)
         host = authorizer.client.last
-        if host is None or host.problem is None:  # not when the link just failed this sale
-            forwarded = authorizer.forward()
     elif recorder is not None and payment is not None:
         recorder.complete(payment, outcome, txn.when)
+    record = None
+    if recorder is not None and payment is not None:
+        record = recorder.payments.get(payment).as_dict()
+    ticket, unjournalled = journal_sale(config, journal, outcome, record, host)
+    if isinstance(authorizer, BlockingAuthorizer) and (host is None or host.problem is None):
+        forwarded = authorizer.forward()  # not when the link just failed this sale
     if isinstance(authorizer, RoutedAuthorizer):
         route = authorizer.route()
         log.info("sale: route %s", route_text(route))
     label = getattr(authorizer, "label", None) if authorizer is not None else None
-    record = None
-    if recorder is not None and payment is not None:
-        record = recorder.payments.get(payment).as_dict()
-    return SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])), host, route, record,
-                      forwarded)
+    result = SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])), host, route, record,
+                        forwarded, ticket)
+    if unjournalled:
+        done = "" if record is None else f"payment {record['id']} ({record['state']}) is recorded, but "
+        raise SaleJournalError(f"{done}the fiscal journal in {config.state.folder} could not be written: "
+                               f"{'; '.join(unjournalled)}", result)
+    return result
+
+
+def journal_sale(config: AppConfig, journal: Journal | None, outcome: Outcome, payment: dict[str, Any] | None,
+                 host: AuthorizationReport | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """Journal an approved `payment` (its record, `Payment.as_dict`) as a ticket with one card
+    tender, its reference the payment and the card's `outcome` (`fiscal.card_reference`); and,
+    when an authorization was tried (`host`), the degraded mode's start when it could not reach
+    the host, its end when it did. `journal` None: that of the [state] folder, opened here.
+
+    Returns the ticket (seq, type, signature extract, receipt lines) or None, and what could not
+    be journalled, each problem logged as critical."""
+    approved = (payment is not None and payment["amount"] > 0
+                and payment["state"] in (State.APPROVED.value, State.APPROVED_OFFLINE.value))
+    if not approved and host is None:
+        return None, []
+    problems: list[str] = []
+    ticket = None
+    try:
+        opened = journal if journal is not None else Journal(config.state.folder)
+    except JournalError as exc:
+        opened, problems = None, [str(exc)]
+    try:
+        if approved and opened is not None and payment is not None:
+            try:
+                ticket = _ticket(config, opened, outcome, payment)
+            except (JournalError, fiscal.FiscalError) as exc:
+                problems.append(f"the ticket of payment {payment['id']}: {exc}")
+        if host is not None and opened is not None:
+            try:
+                fiscal.degraded(opened, host.problem is not None, host.problem or HOST_ANSWERED)
+            except (JournalError, fiscal.FiscalError) as exc:
+                problems.append(f"the degraded mode's event: {exc}")
+    finally:
+        if journal is None and opened is not None:
+            opened.close()
+    for problem in problems:
+        log.critical("fiscal journal: NOT written: %s", problem)
+    return ticket, problems
+
+
+def _ticket(config: AppConfig, journal: Journal, outcome: Outcome, payment: dict[str, Any]) -> dict[str, Any]:
+    reference = fiscal.card_reference(outcome, payment["id"])
+    amount = payment["amount"]
+    if payment["kind"] == "refund":
+        tender = fiscal.Tender("card", -amount, reference)
+        record = fiscal.record_refund(journal, -amount, alpha(payment["currency"]), [tender])
+    else:
+        tender = fiscal.Tender("card", amount, reference)
+        record = fiscal.record_sale(journal, amount, alpha(payment["currency"]), [tender])
+    log.info("fiscal journal: payment %d is ticket %d (%s)", payment["id"], record.seq, record.extract)
+    merchant = config.kernel.terminal.merchant_name_location or None
+    try:
+        lines: list[str] | None = receipt_lines(record, version=software_version(), merchant=merchant)
+    except ReceiptError as exc:  # the ticket is journalled: it can be printed again as a duplicate
+        log.error("fiscal journal: ticket %d: no receipt: %s", record.seq, exc)
+        lines = None
+    return {"seq": record.seq, "type": record.type, "extract": record.extract, "receipt": lines}
 
 
 def route_text(route: dict[str, Any]) -> str:
@@ -383,6 +465,8 @@ def as_json(result: SaleResult) -> dict[str, Any]:
         out["payment"] = result.payment
     if result.forwarded is not None:
         out["forwarded"] = forward_summary(result.forwarded)
+    if result.ticket is not None:
+        out["ticket"] = result.ticket
     return out
 
 
@@ -466,10 +550,14 @@ def as_text(result: SaleResult) -> str:
         ("Payment", f"{result.payment['id']}: {result.payment['state'].replace('_', ' ')}"
          if result.payment else None),
         ("Forwarded", _forwarded_text(result.forwarded)),
+        ("Ticket", f"{result.ticket['seq']} ({result.ticket['type']}, signature {result.ticket['extract']})"
+         if result.ticket else None),
         *_route_rows(result.route),
         ("APDUs", result.apdus),
     ]
     lines += [f"{key:11} {value}" for key, value in rows if value is not None]
+    if result.ticket and result.ticket.get("receipt"):
+        lines += ["", *result.ticket["receipt"]]
     return "\n".join(lines)
 
 

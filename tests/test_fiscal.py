@@ -1,8 +1,10 @@
 """The fiscal layer of the journal (firmware/fiscal.py): tickets and tenders, cancellations,
-duplicates, closures and their totals, audit events, training and degraded modes.
+duplicates, closures and their totals, audit events, training and degraded modes; and `tpe sale`
+journalling its approved payments (firmware/sale.py).
 
 Expected totals come from a model the tests keep of the tickets they wrote, not from the
-journal. TEST KEYS only: the journal's key is made in tmp.
+journal. TEST KEYS only: the journal's key is made in tmp; the simulator's DUKPT keys and the
+test PKI (made in tmp) for the sales.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
+import random
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +27,20 @@ from hypothesis import strategies as st
 
 from emv.outcome import Outcome, OutcomeKind
 from emv.sensitive import Sensitive
-from firmware import fiscal
+from firmware import driver, fiscal
+from firmware.config import HostConfig, StateConfig, load_config
 from firmware.fiscal import FiscalError, Tender
+from firmware.host_client import BlockingAuthorizer, EventLoopThread, HostClient
+from firmware.host_store import HostStore
 from firmware.journal import FILE_NAME, Journal, Record
+from firmware.messages import Acceptor
+from firmware.payment_records import PaymentRecorder, RecordError, open_payments
+from firmware.pin_pad import DukptPinPad
+from firmware.sale import HOST_ANSWERED, SaleJournalError, SaleResult, as_json, as_text, pin_pad_of, run_sale
+from firmware.terminal_keys import TerminalKeys
+from sim.card.profile import load_profile
+from sim.host.server import HostSimulator
+from sim.inprocess import WHEN, fresh_card
 
 AT = datetime.datetime(2026, 11, 26, 12, 30, 5, 123456, tzinfo=datetime.UTC)
 REFERENCE = {"payment": 7, "outcome": "approved_online", "aid": "A0000000031010",
@@ -461,3 +477,174 @@ def test_degraded_mode_is_journalled_only_when_it_changes_even_across_restarts(
     assert fiscal.degraded(journal, True, "no link") is None
     assert [r.type for r in journal.records("audit") if r.type.startswith("degraded")] == [
         "degraded_start", "degraded_end", "degraded_start"]
+
+
+# --- tpe sale --------------------------------------------------------------------------------
+
+ACCEPTOR = Acceptor(terminal_id="TPE00001", merchant_id="000000000000001", acquirer_id="12345")
+TERMINAL_KEYS = Path(__file__).resolve().parent.parent / "sim" / "host" / "terminal_test_keys.toml"
+
+
+def _tickets(folder: Path) -> list[tuple[str, int, str, dict[str, Any]]]:
+    """The journal's ticket records, read with SQLite alone."""
+    db = sqlite3.connect(folder / FILE_NAME)
+    try:
+        rows = db.execute("SELECT chain, seq, type, payload FROM record WHERE chain LIKE '%ticket' "
+                          "ORDER BY id")
+        return [(chain, seq, kind, json.loads(payload)) for chain, seq, kind, payload in rows]
+    finally:
+        db.close()
+
+
+def _audit_types(folder: Path) -> list[str]:
+    db = sqlite3.connect(folder / FILE_NAME)
+    try:
+        return [kind for (kind,) in db.execute("SELECT type FROM record WHERE chain = 'audit' ORDER BY seq")]
+    finally:
+        db.close()
+
+
+def _offline_sale(folder: Path, profile: str) -> SaleResult:
+    config = dataclasses.replace(load_config(), state=StateConfig(folder))
+    store = HostStore(folder / "host.sqlite3")
+    try:
+        recorder = PaymentRecorder(open_payments(folder), store, ACCEPTOR)
+        card = fresh_card(profile)
+        return run_sale(config, 1000, driver.card_sender(card.process, card.protocol), pin=None,
+                        pin_pad=pin_pad_of(config), when=WHEN, rng=random.Random(1).randbytes,
+                        recorder=recorder)
+    finally:
+        store.close()
+
+
+def test_an_approved_sale_is_journalled_as_one_ticket_and_a_declined_one_is_not(tmp_path: Path) -> None:
+    declined = _offline_sale(tmp_path, "declining_card")
+    assert declined.outcome.kind is OutcomeKind.DECLINED_OFFLINE and declined.ticket is None
+    assert "ticket" not in as_json(declined)
+    approved = _offline_sale(tmp_path, "offline_approving")
+    assert approved.outcome.kind is OutcomeKind.APPROVED_OFFLINE and approved.payment is not None
+    ((chain, seq, kind, data),) = _tickets(tmp_path)
+    assert (chain, seq, kind) == ("ticket", 1, "sale")
+    (tender,) = data["tenders"]
+    assert (data["amount"], data["currency"], tender["type"], tender["amount"]) == (1000, "EUR", "card", 1000)
+    app = load_profile("offline_approving").applications[0]
+    assert tender["reference"]["payment"] == approved.payment["id"]
+    assert tender["reference"]["outcome"] == "approved_offline"
+    assert tender["reference"]["aid"] == app.aid.hex().upper()
+    assert tender["reference"]["pan_masked"] == approved.outcome.pan_masked
+    ticket = as_json(approved)["ticket"]
+    assert ticket["seq"] == 1 and ticket["type"] == "sale" and len(ticket["extract"]) == 9
+    assert approved.ticket is not None and ticket["receipt"] == approved.ticket["receipt"]
+    assert ticket["extract"] in "\n".join(ticket["receipt"])
+    text = as_text(approved)
+    assert f"Ticket      1 (sale, signature {ticket['extract']})" in text and "10,00 EUR" in text
+    stored = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.name.startswith("journal"))
+    assert app.pan.encode() not in stored
+
+
+def test_a_journal_that_cannot_be_written_keeps_the_payment_and_says_so_loudly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / FILE_NAME).mkdir()  # the journal's database cannot be opened
+    with caplog.at_level(logging.CRITICAL), pytest.raises(SaleJournalError) as caught:
+        _offline_sale(tmp_path, "offline_approving")
+    assert isinstance(caught.value, RecordError)
+    result = caught.value.result
+    assert result.outcome.kind is OutcomeKind.APPROVED_OFFLINE and result.ticket is None
+    assert result.payment is not None
+    assert f"payment {result.payment['id']} (approved_offline) is recorded" in str(caught.value)
+    payments = open_payments(tmp_path)
+    assert payments.get(result.payment["id"]).state.value == "approved_offline"
+    assert any("fiscal journal" in r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[tuple[EventLoopThread, HostSimulator]]:
+    thread = EventLoopThread("fiscal-host")
+
+    async def start() -> HostSimulator:
+        simulator = HostSimulator(tmp_path / "pki")
+        await simulator.start()
+        return simulator
+
+    simulator = thread.run(start())
+    yield thread, simulator
+    thread.run(simulator.stop())
+    thread.stop()
+
+
+def test_sales_through_the_host_journal_degraded_mode_refunds_and_tickets(
+        tmp_path: Path, host: tuple[EventLoopThread, HostSimulator]) -> None:
+    thread, simulator = host
+    folder = tmp_path / "state"
+    folder.mkdir()
+    config = dataclasses.replace(load_config(), state=StateConfig(folder))
+    store = HostStore(folder / "host.sqlite3")
+    keys = TerminalKeys.open(store, TERMINAL_KEYS)
+    pki = simulator.pki
+    clients = []
+
+    def sale(port: int, transaction_type: int = 0) -> SaleResult:
+        host_config = HostConfig(address="127.0.0.1", port=port, server_name="localhost",
+                                 ca_file=pki.host_ca_cert, cert_file=pki.terminal_cert,
+                                 key_file=pki.terminal_key,
+                                 acquirer_id=ACCEPTOR.acquirer_id, timeout=2.0)
+        client = HostClient(host_config, store, keys, ACCEPTOR)
+        clients.append(client)
+        card = fresh_card("visa_cda_online")
+        return run_sale(config, 10000, driver.card_sender(card.process, card.protocol), pin="1234",
+                        authorizer=BlockingAuthorizer(client, thread.loop), pin_pad=DukptPinPad(keys),
+                        when=WHEN, rng=random.Random(1).randbytes, transaction_type=transaction_type)
+
+    try:
+        closed_port = simulator.port + 1 if simulator.port < 65535 else simulator.port - 1
+        unreachable = sale(closed_port)
+        assert unreachable.host is not None and unreachable.host.problem
+        assert _audit_types(folder) == ["degraded_start"]
+        approved = sale(simulator.port)
+        assert approved.outcome.kind is OutcomeKind.APPROVED_ONLINE and approved.host.problem is None  # type: ignore[union-attr]
+        assert _audit_types(folder) == ["degraded_start", "degraded_end"]
+        refund = sale(simulator.port, transaction_type=0x20)
+        assert _audit_types(folder) == ["degraded_start", "degraded_end"]  # no change, no event
+    finally:
+        for client in clients:
+            thread.run(client.close())
+        store.close()
+    db = sqlite3.connect(folder / FILE_NAME)
+    (cause,) = db.execute("SELECT payload FROM record WHERE type = 'degraded_end'").fetchone()
+    db.close()
+    assert json.loads(cause)["cause"] == HOST_ANSWERED
+    tickets = _tickets(folder)
+    kinds = [(kind, data["amount"]) for _chain, _seq, kind, data in tickets]
+    unreachable_ticket = [("sale", 10000)] if unreachable.outcome.kind.approved else []
+    assert kinds == [*unreachable_ticket, ("sale", 10000), ("refund", -10000)]
+    assert refund.ticket is not None and refund.ticket["type"] == "refund"
+    assert tickets[-1][3]["tenders"][0]["reference"]["payment"] == refund.payment["id"]  # type: ignore[index]
+    assert approved.ticket is not None and approved.ticket["seq"] == tickets[-2][1]
+
+
+@pytest.mark.pcscd
+def test_tpe_sale_through_pcscd_journals_one_ticket_for_an_approved_sale_none_for_a_declined_one(
+        pcscd_daemon: Any, server: Any, tmp_path: Path) -> None:
+    from sim_processes import sale, sim_host, write_config
+
+    from sim.host.test_pki import make_test_pki
+
+    pki = make_test_pki(tmp_path / "pki")
+    simulator = sim_host(pki, tmp_path / "ledger.sqlite3")
+    try:
+        config = write_config(tmp_path, simulator.port, pki)
+        server("visa_cda_online")
+        declined = sale(pcscd_daemon, "100.00", "--pin", "9999", "--json", "--config", str(config))
+        assert declined.returncode == 5, declined.stdout + declined.stderr
+        assert "ticket" not in json.loads(declined.stdout)
+        approved = sale(pcscd_daemon, "100.00", "--pin", "1234", "--json", "--config", str(config))
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+    finally:
+        simulator.stop()
+    out = json.loads(approved.stdout)
+    ((chain, seq, kind, data),) = _tickets(tmp_path / "state")
+    assert (chain, seq, kind, data["amount"], data["currency"]) == ("ticket", 1, "sale", 10000, "EUR")
+    assert data["tenders"][0]["reference"]["payment"] == out["payment"]["id"]
+    assert out["ticket"]["seq"] == 1 and out["ticket"]["extract"] in "\n".join(out["ticket"]["receipt"])
+    pan = load_profile("visa_cda_online").applications[0].pan
+    assert pan not in approved.stdout + approved.stderr
