@@ -310,6 +310,7 @@ class _Chain:
     last_seq: int | None = None  # None: where the chain starts is not known (no manifest)
     last_sig: str = ""
     last_where: int = -1
+    announced: int | None = None  # an archive's manifest: the chain's first seq
     missing: list[list[int]] = field(default_factory=list)  # [first, last] runs not (yet) seen
 
 
@@ -370,7 +371,8 @@ class _Checker:
         self.report.problems.append(Problem(chain, seq, reason))
 
     def start_chain(self, chain: str, last_seq: int | None, last_sig: str) -> None:
-        self.chains[chain] = _Chain(last_seq=last_seq, last_sig=last_sig)
+        self.chains[chain] = _Chain(last_seq=last_seq, last_sig=last_sig,
+                                    announced=None if last_seq is None else last_seq + 1)
 
     def add(self, where: int, chain: str, seq: int, at: str, kind: str, training: int, key: str, prev: str,
             payload: str, data: Any, sig: bytes) -> None:
@@ -438,6 +440,9 @@ class _Checker:
             self.problem(chain, seq, f"stored after the record that follows it (row {where}, before row "
                                      f"{state.last_where})")
         last = state.last_seq
+        if state.announced is not None and seq < state.announced:
+            self.problem(chain, seq, f"before seq {state.announced}, where the manifest starts the chain")
+            return False
         if last is not None and seq <= last:
             if seq == last:
                 self.problem(chain, seq, "duplicate seq")
@@ -451,8 +456,10 @@ class _Checker:
         if last is not None and seq > last + 1:
             state.missing.append([last + 1, seq - 1])
         elif last is not None and prev != state.last_sig:
-            what = "the record before it" if seq > 1 else "nothing (seq 1)"
-            self.problem(chain, seq, f"broken link: prev is not the signature of {what}")
+            what = "the signature of the record before it" if seq > 1 else "empty (seq 1)"
+            if seq == state.announced and seq > 1:
+                what = "the manifest's prev"
+            self.problem(chain, seq, f"broken link: prev is not {what}")
         state.last_seq, state.last_sig, state.last_where = seq, sig.hex(), where
         return True
 
