@@ -24,6 +24,7 @@ POINTS = (
     "authorization.answered",    # the answer committed, the card's second GENERATE AC next
     "card.completed",            # the card has finished, its result not yet committed
     "payment.completed",         # the result committed
+    "ticket.journalled",         # the approved payment's ticket journalled, not yet recorded on it
     "item.committed",            # a queue item marked sent, not yet on the wire
     "item.sent",                 # a queue item (advice, reversal) on the wire, no answer yet
     "item.answered",             # the host's answer to it committed

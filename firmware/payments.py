@@ -81,12 +81,13 @@ CREATE TABLE IF NOT EXISTS payment (
     rrn TEXT,                      -- field 37 of the host's answer
     reversal_item INTEGER,         -- the queue item reversing the authorization
     advice_item INTEGER,           -- the queue item advising an offline approval
-    note TEXT                      -- why the payment ended as it did (recovery's decision)
+    note TEXT,                     -- why the payment ended as it did (recovery's decision)
+    ticket INTEGER                 -- its ticket's seq in the fiscal journal, once journalled
 );
 """
 
 _COLUMNS = ("id, kind, amount, currency, created, updated, state, outcome, pan_masked, stan, "
-            "response_code, rrn, reversal_item, advice_item, note")
+            "response_code, rrn, reversal_item, advice_item, note, ticket")
 
 
 class PaymentsError(Exception):
@@ -110,6 +111,7 @@ class Payment:
     reversal_item: int | None
     advice_item: int | None
     note: str | None
+    ticket: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in _COLUMNS.split(", ")}
@@ -305,6 +307,21 @@ class Payments:
             values["state"] = state.value
             self._set(db, payment_id, **values)
         return state
+
+    def set_ticket(self, payment_id: int, seq: int) -> None:
+        """The approved payment's ticket in the fiscal journal (`firmware.fiscal`)."""
+        with self._atomic() as db:
+            self._expect(self._get(db, payment_id), State.APPROVED, State.APPROVED_OFFLINE)
+            self._set(db, payment_id, ticket=seq)
+
+    def without_ticket(self) -> list[Payment]:
+        """Approved payments whose ticket was never recorded here (a power cut between the
+        card's approval and the journal, or between the journal and this record)."""
+        with self._atomic() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM payment WHERE ticket IS NULL AND amount > 0 "
+                              "AND state IN (?, ?) ORDER BY id",
+                              (State.APPROVED.value, State.APPROVED_OFFLINE.value)).fetchall()
+        return [self._payment(row) for row in rows]
 
     def _item(self, payment: Payment) -> int:
         if payment.reversal_item is None:

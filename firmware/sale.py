@@ -26,7 +26,7 @@ from emv.apdu import Response
 from emv.context import Transaction
 from emv.outcome import Outcome
 from emv.requests import ApproveOffline, OfflineDecision, Transmit
-from firmware import driver, fiscal, offline_limits
+from firmware import crashpoints, driver, fiscal, offline_limits
 from firmware.config import LINK_CELLULAR, LINK_NETWORK, AppConfig, ModemConfig
 from firmware.host_client import (
     AuthorizationReport,
@@ -62,7 +62,7 @@ class SaleJournalError(RecordError):
     """The payment is recorded, but its ticket or a degraded-mode event could not be journalled
     (`firmware.fiscal`): the fiscal journal needs attention. `result` is the sale's result."""
 
-    def __init__(self, message: str, result: SaleResult) -> None:
+    def __init__(self, message: str, result: SaleResult | None) -> None:
         super().__init__(message)
         self.result = result
 
@@ -145,14 +145,67 @@ def recorder_of(config: AppConfig, store: HostStore) -> PaymentRecorder:
     return PaymentRecorder(payments, store, acceptor_of(config) if config.host is not None else None)
 
 
-def recover(payments: Payments) -> list[Recovery]:
+def recover(payments: Payments, config: AppConfig | None = None) -> list[Recovery]:
     """Settle the payments a power cut left unfinished (`Payments.recover`), before anything
-    is sent; each decision is logged."""
+    is sent; each decision is logged. With `config`, approved payments left without their
+    ticket get it in the fiscal journal of its [state] folder (`recover_tickets`)."""
     decisions = payments.recover()
     for decision in decisions:
         log.warning("recovery: payment %d: %s -> %s: %s", decision.payment, decision.was.value,
                     decision.now.value, decision.note)
+    if config is not None:
+        recover_tickets(config, payments)
     return decisions
+
+
+# How far back in the ticket chain recovery looks for a ticket journalled just before a power
+# cut kept it from being recorded on its payment.
+TICKETS_LOOKED_AT = 1000
+
+
+def recover_tickets(config: AppConfig, payments: Payments) -> list[int]:
+    """Journal the ticket of every approved payment that has none recorded, unless the journal
+    already holds one for it (a power cut between the journal and the payment's record): each
+    payment gets exactly one ticket. Returns the payments that got one now. `SaleJournalError`
+    when the journal cannot be written."""
+    missing = payments.without_ticket()
+    if not missing:
+        return []
+    try:
+        journal = Journal(config.state.folder)
+    except JournalError as exc:
+        raise SaleJournalError(f"the tickets of {len(missing)} payment(s) cannot be journalled: {exc}",
+                               None) from exc
+    done: list[int] = []
+    try:
+        head = journal.head("ticket")
+        found: dict[int, int] = {}
+        since = max(1, head.seq - TICKETS_LOOKED_AT) if head is not None else 1
+        for record in journal.records("ticket", since=since):
+            for tender in record.data.get("tenders", []):
+                reference = tender.get("reference") or {}
+                if isinstance(reference.get("payment"), int):
+                    found[reference["payment"]] = record.seq
+        for payment in missing:
+            seq = found.get(payment.id)
+            if seq is None:
+                reference = {"payment": payment.id, "outcome": payment.outcome,
+                             "pan_masked": payment.pan_masked}
+                sign = 1 if payment.kind == "sale" else -1
+                tender = fiscal.Tender("card", sign * payment.amount, reference)
+                record = fiscal.record_sale if payment.kind == "sale" else fiscal.record_refund
+                ticket = record(journal, sign * payment.amount, alpha(payment.currency), [tender])
+                seq = ticket.seq
+                done.append(payment.id)
+                log.warning("recovery: payment %d was approved without its ticket: journalled as ticket %d",
+                            payment.id, seq)
+            payments.set_ticket(payment.id, seq)
+    except (JournalError, fiscal.FiscalError) as exc:
+        log.critical("recovery: tickets NOT journalled: %s", exc)
+        raise SaleJournalError(f"the tickets of approved payments cannot be journalled: {exc}", None) from exc
+    finally:
+        journal.close()
+    return done
 
 
 def acceptor_of(config: AppConfig) -> Acceptor:
@@ -278,7 +331,7 @@ def acquirer(config: AppConfig, store: HostStore, keys: TerminalKeys) -> Iterato
         manager = link_manager(config, cellular.module if cellular else None)
         client = HostClient(config.host, store, keys, acceptor_of(config), connect=link_connect(manager),
                             recorder=recorder_of(config, store))
-        recover(client.recorder.payments)
+        recover(client.recorder.payments, config)
         try:
             yield RoutedAuthorizer(client, thread.loop, manager, problems)
         finally:
@@ -339,6 +392,10 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
     if recorder is not None and payment is not None:
         record = recorder.payments.get(payment).as_dict()
     ticket, unjournalled = journal_sale(config, journal, outcome, record, host)
+    if ticket is not None and recorder is not None and payment is not None:
+        crashpoints.reach("ticket.journalled")
+        recorder.payments.set_ticket(payment, ticket["seq"])
+        record = recorder.payments.get(payment).as_dict()
     if isinstance(authorizer, BlockingAuthorizer) and (host is None or host.problem is None):
         forwarded = authorizer.forward()  # not when the link just failed this sale
     if isinstance(authorizer, RoutedAuthorizer):

@@ -28,6 +28,7 @@ from sim_processes import sim_host as start_sim_host
 from sim_processes import write_config
 
 from firmware import crashpoints
+from firmware.journal import Journal
 from sim.host.ledger import Ledger
 from sim.host.test_pki import TestPki, make_test_pki
 from sim.pcscd import PrivatePcscd
@@ -54,23 +55,23 @@ _NO_RANDOM_ONLINE = (("random_target_percent = 20", "random_target_percent = 0")
 FLOWS = {
     "sale": Flow("visa_cda_online", ("100.00", "--pin", "1234"), (),
                  ("payment.started", "authorization.committed", "authorization.sent",
-                  "authorization.answered", "card.completed", "payment.completed")),
+                  "authorization.answered", "card.completed", "payment.completed", "ticket.journalled")),
     "refund": Flow("visa_cda_online", ("30.00", "--pin", "1234", "--refund"), (),
                    ("payment.started", "authorization.committed", "authorization.sent",
-                    "authorization.answered", "card.completed", "payment.completed")),
+                    "authorization.answered", "card.completed", "payment.completed", "ticket.journalled")),
     "reversal": Flow("visa_cda_online", ("100.00", "--pin", "1234"), ("drop 1",),
                      ("payment.started", "authorization.committed", "authorization.sent",
                       "item.committed", "item.sent", "item.answered", "card.completed", "payment.completed")),
     "offline": Flow("offline_approving", ("10.00",), (),
-                    ("payment.started", "card.completed", "payment.completed", "item.committed",
-                     "item.sent", "item.answered"),
+                    ("payment.started", "card.completed", "payment.completed", "ticket.journalled",
+                     "item.committed", "item.sent", "item.answered"),
                     _NO_RANDOM_ONLINE),
     # the tunnel: the answer is lost, the authorization reversed, the card approves offline (Y3),
     # and the advice goes out with the next flush
     "unable_online": Flow("new_card_online", ("10.00",), ("drop 1",),
                           ("payment.started", "authorization.committed", "authorization.sent",
                            "item.committed", "item.sent", "item.answered", "card.completed",
-                           "payment.completed"),
+                           "payment.completed", "ticket.journalled"),
                           _NO_RANDOM_ONLINE),
 }
 
@@ -151,6 +152,16 @@ def _check_books(terminal: Terminal) -> dict[str, int]:
         assert [e.amount for e in booked] == [payment["amount"]], (payment, entries)
     else:
         assert booked == [], (payment, entries)
+    # the fiscal journal: one ticket per approved payment, whatever the cut, and it is recorded
+    journal = Journal(terminal.folder / "state")
+    tickets = [record for record in journal.records("ticket")
+               if record.data["tenders"][0].get("reference", {}).get("payment") == payment["id"]]
+    journal.close()
+    if payment["state"] in APPROVED:
+        assert [t.seq for t in tickets] == [payment["ticket"]], (payment, tickets)
+        assert abs(tickets[0].data["amount"]) == payment["amount"]
+    else:
+        assert tickets == [] and payment["ticket"] is None
     return {"entries": len(entries), "reversed": sum(e.reversed for e in entries)}
 
 
@@ -190,7 +201,7 @@ def test_a_power_cut_at_every_point_loses_nothing_and_books_nothing_twice(
         assert outcomes["authorization.sent"] == "reversed"
         assert outcomes["card.completed"] == "reversed"  # the card's TC was never recorded
     if name in ("sale", "refund"):
-        assert outcomes["payment.completed"] == "approved"
+        assert outcomes["payment.completed"] == outcomes["ticket.journalled"] == "approved"
     if name == "offline":
         assert outcomes["payment.completed"] == outcomes["item.sent"] == "approved_offline"
     if name == "unable_online":

@@ -137,3 +137,17 @@ def test_a_second_item_under_one_reference_is_the_first(tmp_path: Path) -> None:
     again = queue.add("advice", {**ADVICE, "11": "000009"}, amount=1, currency=978, created=at,
                       ref="payment:1:advice")
     assert again == first and len(queue.pending()) == 1 and queue.get(first).payload == ADVICE
+
+
+def test_only_approved_payments_take_a_ticket_and_those_without_one_are_listed(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    approved = payments.begin("sale", 100, 978)
+    payments.completed(approved, outcome="approved_offline", approved=True, offline=True, pan_masked=None,
+                       advice=ADVICE)
+    declined = payments.begin("sale", 200, 978)
+    payments.completed(declined, outcome="declined_offline", approved=False, offline=False, pan_masked=None)
+    assert [p.id for p in payments.without_ticket()] == [approved]
+    with pytest.raises(PaymentsError, match="declined, not approved"):
+        payments.set_ticket(declined, 1)
+    payments.set_ticket(approved, 7)
+    assert payments.without_ticket() == [] and payments.get(approved).ticket == 7
