@@ -13,6 +13,7 @@ keeps what it read in memory, catching up with the records written since.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import logging
 import re
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emv.outcome import Outcome, OutcomeKind
-from firmware.journal import TRAINING, Journal, JournalError, Record, canonical
+from firmware.journal import TRAINING, Journal, JournalError, Record, all_chains, canonical, utc_text
 from firmware.money import MAX_AMOUNT
 
 log = logging.getLogger(__name__)
@@ -432,15 +433,38 @@ def audit(journal: Journal, event: str, **details: Any) -> Record:
         return record
 
 
-def start(journal: Journal, version: str) -> list[str]:
+def start(journal: Journal, version: str, *, config_digest: str | None = None,
+          now: datetime.datetime | None = None) -> list[str]:
     """The start event, after the truncation guard's check (docs/journal-format.md, Truncation
     guard): each problem found is journalled as an integrity failure, and returned for the
-    merchant."""
+    merchant. What changed since the last start is journalled with it: the software version
+    (`software_update`), the configuration (`config_change`, by `config_digest`, a hash of the
+    configuration file), and a clock that went back before the journal's last record
+    (`clock_change`)."""
     problems = journal.check_guard()
     for problem in problems:
         log.critical("fiscal journal: %s", problem)
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    previous = next((r.data for r in _backwards(journal, "audit") if r.type == "start"), None)
+    if previous is not None and previous.get("version") != version:
+        events.append(("audit", "software_update",
+                       {"event": "software_update", "from": previous.get("version"), "to": version}))
+    earlier_config = None if previous is None else previous.get("config")
+    if config_digest is not None and earlier_config not in (None, config_digest):
+        events.append(("audit", "config_change",
+                       {"event": "config_change", "from": earlier_config, "to": config_digest}))
+    latest = max((head.at for chain in all_chains(False) + all_chains(True)
+                  if (head := journal.head(chain)) is not None), default=None)
+    clock = utc_text(now or datetime.datetime.now(datetime.UTC))
+    if latest is not None and clock < latest:
+        log.warning("fiscal journal: the clock (%s) is behind the journal's last record (%s)", clock, latest)
+        events.append(("audit", "clock_change",
+                       {"event": "clock_change", "last_record": latest, "clock": clock}))
+    begin: dict[str, Any] = {"event": "start", "version": version}
+    if config_digest is not None:
+        begin["config"] = config_digest
     with _memo(journal).lock:
-        journal.append_many([("audit", "start", {"event": "start", "version": version}),
+        journal.append_many([("audit", "start", begin), *events,
                              *(("audit", "integrity_failure", {"event": "integrity_failure", "problem": p})
                                for p in problems)])
     return problems

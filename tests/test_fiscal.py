@@ -648,3 +648,23 @@ def test_tpe_sale_through_pcscd_journals_one_ticket_for_an_approved_sale_none_fo
     assert out["ticket"]["seq"] == 1 and out["ticket"]["extract"] in "\n".join(out["ticket"]["receipt"])
     pan = load_profile("visa_cda_online").applications[0].pan
     assert pan not in approved.stdout + approved.stderr
+
+
+def test_start_journals_what_changed_since_the_last_start(tmp_path: Path) -> None:
+    now = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
+    journal = Journal(tmp_path, clock=lambda: now)
+    assert fiscal.start(journal, "tpe 1.0", config_digest="aaaa", now=now) == []
+    fiscal.record_sale(journal, 500, "EUR", [{"type": "cash", "amount": 500}])
+    fiscal.start(journal, "tpe 1.1", config_digest="bbbb", now=now)
+    earlier = now - datetime.timedelta(hours=3)  # the clock was set back
+    fiscal.start(journal, "tpe 1.1", config_digest="bbbb", now=earlier)
+    events = [(r.type, {k: v for k, v in r.data.items() if k != "event"}) for r in journal.records("audit")]
+    assert events == [
+        ("start", {"version": "tpe 1.0", "config": "aaaa"}),
+        ("start", {"version": "tpe 1.1", "config": "bbbb"}),
+        ("software_update", {"from": "tpe 1.0", "to": "tpe 1.1"}),
+        ("config_change", {"from": "aaaa", "to": "bbbb"}),
+        ("start", {"version": "tpe 1.1", "config": "bbbb"}),
+        ("clock_change", {"last_record": "2026-11-26T12:00:00.000000Z",
+                          "clock": "2026-11-26T09:00:00.000000Z"}),
+    ]
