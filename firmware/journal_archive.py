@@ -98,7 +98,7 @@ def file_name(period: str, key: str, created: datetime.datetime) -> str:
     return f"journal-{period}-{key}-{created.astimezone(datetime.UTC):%Y%m%dT%H%M%SZ}.zip"
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as data:
         while block := data.read(1 << 20):
@@ -203,7 +203,7 @@ def archive(journal: Journal, period: str, out_dir: Path, *,
         raise
     finally:
         db.close()
-    act = {"period": period, "file": path.name, "sha256": _sha256_of(path), "records": count}
+    act = {"period": period, "file": path.name, "sha256": sha256_of(path), "records": count}
     try:
         journal.append_many([("archive", "archive", act), ("audit", "archive", {"event": "archive", **act})])
     except BaseException:
