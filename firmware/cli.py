@@ -249,6 +249,119 @@ def _payments(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+EXIT_BROKEN = 8  # tpe journal: a journal or archive that does not verify
+
+
+def _journal_of(args: argparse.Namespace) -> Any:
+    """The fiscal journal of the configuration's [state] folder, or the exit status."""
+    from firmware.config import ConfigError, load_config
+    from firmware.journal import Journal, JournalError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(args, "config", str(exc), EXIT_USAGE)
+    try:
+        return Journal(config.state.folder)
+    except JournalError as exc:
+        return _fail(args, "store", str(exc), EXIT_STORE)
+
+
+def _journal_verify(args: argparse.Namespace) -> int:
+    from firmware.journal_verify import VerifyError, verify_path
+
+    try:
+        pem = Path(args.pubkey).read_bytes() if args.pubkey else None
+    except OSError as exc:
+        return _fail(args, "usage", f"cannot read the public key: {exc}", EXIT_USAGE)
+    try:
+        report = verify_path(Path(args.path), pem)
+    except VerifyError as exc:
+        return _fail(args, "usage", str(exc), EXIT_USAGE)
+    print(json.dumps(report.as_json()) if args.json else report.as_text())
+    return EXIT_OK if report.ok else EXIT_BROKEN
+
+
+def _journal_period(args: argparse.Namespace) -> int | None:
+    from firmware.journal_archive import ArchiveError, period_bounds
+
+    try:
+        if args.period is not None:
+            period_bounds(args.period)
+    except ArchiveError as exc:
+        return _fail(args, "usage", str(exc), EXIT_USAGE)
+    return None
+
+
+def _journal_archive(args: argparse.Namespace) -> int:
+    from firmware.journal import JournalError
+    from firmware.journal_archive import archive
+
+    journal = _journal_period(args) or _journal_of(args)
+    if isinstance(journal, int):
+        return journal
+    try:
+        path = archive(journal, args.period, args.out or journal.folder / "archives")
+    except JournalError as exc:
+        return _fail(args, "store", str(exc), EXIT_STORE)
+    finally:
+        journal.close()
+    act = journal.head("archive")
+    print(f"Archive     {path}")
+    print(f"Records     {act.data['records']}")
+    print(f"SHA-256     {act.data['sha256']}")
+    return EXIT_OK
+
+
+def _journal_export(args: argparse.Namespace) -> int:
+    from firmware.journal import JournalError
+    from firmware.journal_export import export_csv
+
+    journal = _journal_period(args) or _journal_of(args)
+    if isinstance(journal, int):
+        return journal
+    out = args.out or Path(f"tickets-{args.period or 'all'}.csv")
+    try:
+        done = export_csv(journal, out, period=args.period, decimal_comma=args.decimal_comma)
+    except JournalError as exc:
+        return _fail(args, "store", str(exc), EXIT_STORE)
+    finally:
+        journal.close()
+    print(f"Export      {done.path} ({done.tickets} ticket(s))")
+    return EXIT_OK
+
+
+def _journal_status(args: argparse.Namespace) -> int:
+    from firmware.journal import CHAINS, PUBLIC_KEY_FILE, all_chains
+    from firmware.journal_verify import VerifyError, check_heads
+
+    journal = _journal_of(args)
+    if isinstance(journal, int):
+        return journal
+    try:
+        heads = {chain: record for chain in (*CHAINS, *all_chains(training=True))
+                 if (record := journal.head(chain)) is not None}
+        try:  # read-only: the terminal's start still journals what it finds
+            guard = [str(p) for p in check_heads(journal.folder, journal.key.public_pem())]
+        except VerifyError as exc:
+            guard = [str(exc)]
+    finally:
+        journal.close()
+    if args.json:
+        print(json.dumps({"key": journal.key.id, "public_key": str(journal.folder / PUBLIC_KEY_FILE),
+                          "heads": {c: {"seq": r.seq, "at": r.at, "type": r.type, "extract": r.extract}
+                                    for c, r in heads.items()},
+                          "guard_ok": not guard, "guard": guard}))
+    else:
+        print(f"Key         {journal.key.id} ({journal.folder / PUBLIC_KEY_FILE})")
+        for chain, record in heads.items():
+            print(f"  {chain:18} seq {record.seq:<8} {record.at}  {record.type:16} {record.extract}")
+        print("Guard       " + ("heads file and database agree" if not guard else "ALERT"))
+        for problem in guard:
+            print(f"ALERT       {problem}")
+    return EXIT_OK if not guard else EXIT_BROKEN
+
+
 def _fail(args: argparse.Namespace, kind: str, message: str, code: int) -> int:
     logging.getLogger("tpe").error("%s error: %s", kind, message)
     if getattr(args, "json", False):
@@ -404,6 +517,43 @@ def build_parser() -> argparse.ArgumentParser:
                            help="messages in flight at once (default 32, at most 64)")
     saf_flush.add_argument("--json", action="store_true", help="print one JSON object")
     saf_flush.set_defaults(func=_saf_flush)
+
+    journal = sub.add_parser("journal", help="the fiscal journal: verify, archive, export, status")
+    journal = journal.add_subparsers(dest="journal_cmd", required=True)
+    journal_verify = journal.add_parser(
+        "verify", help="verify a journal (state folder or database file) or an archive (zip)",
+        description="Checks every signature, link and number, the payloads, closures against the totals "
+                    "recomputed from the tickets, the heads file (truncation), and an archive's manifest. "
+                    "Without --pubkey the key beside the database or inside the archive is used: that "
+                    "proves the records intact, not that they come from the device. Exit status: 0 "
+                    "intact, 8 broken (every problem listed), 2 usage error.")
+    journal_verify.add_argument("path", help="state folder, journal.sqlite3, or an archive's zip file")
+    journal_verify.add_argument("--pubkey", metavar="FILE", help="the device's public key (PEM)")
+    journal_verify.add_argument("--json", action="store_true", help="print one JSON object")
+    journal_verify.set_defaults(func=_journal_verify)
+    journal_archive = journal.add_parser(
+        "archive", help="write the archive of a month (UTC) and journal it",
+        description="Writes a zip holding the month's records of every chain, the public key and a signed "
+                    "manifest (docs/journal-format.md, Archives), then journals the act.")
+    journal_archive.add_argument("--period", required=True, metavar="YYYY-MM")
+    journal_archive.add_argument("--out", type=Path, metavar="DIR",
+                                 help="folder of the archive (default: <state>/archives)")
+    journal_archive.set_defaults(func=_journal_archive)
+    journal_export = journal.add_parser(
+        "export", help="the tickets for the accountant (CSV), journalled",
+        description="One line per ticket: seq, local date and time, type, amount, currency, one column per "
+                    "tender type, the ticket cancelled, the signature extract. UTF-8 with BOM, semicolons.")
+    journal_export.add_argument("--format", required=True, choices=("csv",))
+    journal_export.add_argument("--period", metavar="YYYY-MM", help="a local month (default: every ticket)")
+    journal_export.add_argument("--decimal-comma", action="store_true", help="12,50 instead of 12.50")
+    journal_export.add_argument("--out", type=Path, metavar="FILE",
+                                help="default: tickets-<period>.csv in the current folder")
+    journal_export.set_defaults(func=_journal_export)
+    journal_status = journal.add_parser("status", help="heads of every chain, key id, heads file check")
+    journal_status.add_argument("--json", action="store_true", help="print one JSON object")
+    journal_status.set_defaults(func=_journal_status)
+    for command in (journal_archive, journal_export, journal_status):
+        command.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="sim_cmd", required=True)
     sim_card = sim.add_parser("card", help="the software EMV card").add_subparsers(

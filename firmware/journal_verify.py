@@ -626,27 +626,81 @@ def _row(checker: _Checker, row: tuple[Any, ...]) -> None:
     checker.add(where, name, number, texts[1], texts[2], training, texts[3], prev.hex(), texts[4], None, sig)
 
 
-def _guard(checker: _Checker, folder: Path) -> bool:
-    """docs/journal-format.md, Truncation guard: the heads file, verified, then what it names.
-    False when there is no such file."""
+def _read_guard(folder: Path, key: _Key) -> tuple[bool, dict[str, Any], str | None]:
+    """docs/journal-format.md, Truncation guard: (whether the heads file exists, the heads it
+    names once verified, what is wrong with it)."""
     path = folder / HEAD_FILE
     if not path.exists():
-        return False
+        return False, {}, None
     try:
         document = json.loads(path.read_bytes())
-        heads, key, signature = document["heads"], document["key"], bytes.fromhex(document["sig"])
-        signed = lines(HEAD_MAGIC, key, _dumps(heads))
+        heads, owner, signature = document["heads"], document["key"], bytes.fromhex(document["sig"])
+        signed = lines(HEAD_MAGIC, owner, _dumps(heads))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        checker.problem(None, None, f"{HEAD_FILE} is unreadable: {exc}")
-        return True
-    if key != checker.key.id or not verify(checker.key.public, signed, signature):
-        checker.problem(None, None, f"{HEAD_FILE} does not verify against key {checker.key.id}")
-        return True
-    for chain, head in sorted(heads.items()) if isinstance(heads, dict) else ():
+        return True, {}, f"{HEAD_FILE} is unreadable: {exc}"
+    if owner != key.id or not isinstance(heads, dict) or not verify(key.public, signed, signature):
+        return True, {}, f"{HEAD_FILE} does not verify against key {key.id}"
+    return True, heads, None
+
+
+def _guard(checker: _Checker, folder: Path) -> bool:
+    """The heads file's records, wanted by the main pass. False when there is no such file."""
+    exists, heads, wrong = _read_guard(folder, checker.key)
+    if wrong is not None:
+        checker.problem(None, None, wrong)
+    for chain, head in sorted(heads.items()):
         if isinstance(head, dict):
             checker.plan.want(chain, head.get("seq"), head.get("sig"),
                               Problem(chain, None, f"{HEAD_FILE} names"))
-    return True
+    return exists
+
+
+def _database_key(folder: Path, database: Path, pubkey_pem: bytes | None) -> _Key:
+    if pubkey_pem is not None:
+        return _key(pubkey_pem, "the key given", True)
+    try:
+        pem = (folder / PUBLIC_KEY_FILE).read_bytes()
+    except OSError:
+        raise VerifyError(f"no public key: pass one, or put {PUBLIC_KEY_FILE} beside "
+                          f"{database}") from None
+    return _key(pem, f"{PUBLIC_KEY_FILE} beside the database", False)
+
+
+def check_heads(folder: Path, pubkey_pem: bytes | None = None) -> list[Problem]:
+    """The truncation guard alone, read-only and cheap (one lookup per chain): what the heads
+    file names that the database of the state `folder` does not reach or hold. Unlike
+    `Journal.check_guard` it changes nothing, so the terminal's start still journals what it finds."""
+    database = Path(folder) / FILE_NAME
+    key = _database_key(Path(folder), database, pubkey_pem)
+    exists, heads, wrong = _read_guard(Path(folder), key)
+    if wrong is not None:
+        return [Problem(None, None, wrong)]
+    try:
+        db = sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise VerifyError(f"cannot open {database}: {exc}") from None
+    problems = []
+    try:
+        db.execute("BEGIN")
+        if not exists:
+            if db.execute("SELECT 1 FROM record LIMIT 1").fetchone() is not None:
+                problems.append(Problem(None, None, f"{HEAD_FILE} is missing beside the database"))
+            return problems
+        for chain, head in sorted(heads.items()):
+            seq, sig = (head.get("seq"), head.get("sig")) if isinstance(head, dict) else (None, None)
+            row = db.execute("SELECT sig FROM record WHERE chain = ? AND seq = ?", (chain, seq)).fetchone()
+            if row is None:
+                ends = db.execute("SELECT MAX(seq) FROM record WHERE chain = ?", (chain,)).fetchone()[0] or 0
+                problems.append(Problem(chain, None, f"truncated: {HEAD_FILE} names seq {seq}, the chain "
+                                                     f"ends at seq {ends}"))
+            elif bytes(row[0]).hex() != sig:
+                problems.append(Problem(chain, None, f"{HEAD_FILE} names seq {seq} with a signature the "
+                                                     "record does not have"))
+    except sqlite3.Error as exc:
+        problems.append(Problem(None, None, f"the database cannot be read: {exc}"))
+    finally:
+        db.close()
+    return problems
 
 
 def verify_database(path: Path, pubkey_pem: bytes | None = None, *,
@@ -658,15 +712,7 @@ def verify_database(path: Path, pubkey_pem: bytes | None = None, *,
     folder, database = (path, path / FILE_NAME) if path.is_dir() else (path.parent, path)
     if not database.is_file():
         raise VerifyError(f"no journal database at {database}")
-    if pubkey_pem is not None:
-        key = _key(pubkey_pem, "the key given", True)
-    else:
-        try:
-            pem = (folder / PUBLIC_KEY_FILE).read_bytes()
-        except OSError:
-            raise VerifyError(f"no public key: pass one, or put {PUBLIC_KEY_FILE} beside "
-                              f"{database}") from None
-        key = _key(pem, f"{PUBLIC_KEY_FILE} beside the database", False)
+    key = _database_key(folder, database, pubkey_pem)
     report = VerifyReport(str(database), "database", key.id, key.source, key.origin_proven)
     try:
         db = sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)
