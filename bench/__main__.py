@@ -387,6 +387,14 @@ def bench_store_and_forward(results: dict[str, float]) -> None:
     bench_saf(results, rtt_ms=MODEM_3G_RTT_MS, bandwidth_kbit=MODEM_3G_KBIT)
 
 
+def bench_fiscal_journal(results: dict[str, float]) -> None:
+    """The fiscal journal (bench/journal.py): durable appends per second, 1,000,000 records
+    verified (time, peak memory against 100,000), database size."""
+    from bench.journal import bench_journal
+
+    bench_journal(results)
+
+
 def bench_pcscd(results: dict[str, float]) -> None:
     from sim import pcscd
 
@@ -430,6 +438,7 @@ def main() -> int:
     bench_host(results)
     bench_modem(results)
     bench_store_and_forward(results)
+    bench_fiscal_journal(results)
     bench_pcscd(results)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(results.items()):

@@ -215,7 +215,10 @@ class _Signatures:
             return
         while len(self._pending) >= IN_FLIGHT * self._workers:
             self._collect()
-        self._pending.append(self._pool.submit(_check_chunk, chunk))
+        try:
+            self._pending.append(self._pool.submit(_check_chunk, chunk))
+        except BrokenProcessPool as exc:
+            raise VerifyError(f"the signature workers stopped: {exc}") from None
 
     def _collect(self) -> None:
         try:
@@ -345,13 +348,9 @@ def _no_float(text: str) -> Any:
     raise ValueError(f"not an integer: {text}")
 
 
-def _parse(text: str) -> Any:
-    return json.loads(text, parse_float=_no_float, parse_constant=_no_float)
-
-
-def _dumps(value: Any) -> str:
-    # docs/journal-format.md, Canonical JSON
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_parse = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_float).decode
+# docs/journal-format.md, Canonical JSON
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 class _Checker:
