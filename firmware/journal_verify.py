@@ -521,6 +521,7 @@ class _Checker:
 
     def _closures(self, whole: bool) -> None:
         anchors: dict[str, dict[str, tuple[int, int]]] = {}
+        ends: dict[tuple[str, str], int] = {}  # (chain, type) -> `to` of the last such closure
         for chain, seq, kind, data in self.closures:
             tickets = chain.replace("closure", "ticket")
             first, last = data.get("from"), data.get("to")
@@ -534,6 +535,12 @@ class _Checker:
             form = _CLOSURE_PERIODS.get(kind)
             if form is not None and not (isinstance(period, str) and form.fullmatch(period)):
                 self.problem(chain, seq, f"closure payload: period {period!r} is not a {kind}'s")
+            # docs/journal-format.md, Closures: from the previous closure of the same type on
+            before = ends.get((chain, kind), 0 if whole else None)
+            if before is not None and first != before + 1:
+                self.problem(chain, seq, f"covers tickets from {first}, where the previous {kind} closure "
+                                         f"leaves off at {before + 1}")
+            ends[(chain, kind)] = last
             snapshots = self.snapshots.get(tickets, {})
             start = self.chains.get(tickets)
             base = 0 if whole else None
@@ -582,8 +589,6 @@ class _Checker:
                 continue
             for figure in sorted(set(mine) | set(theirs)):
                 expected, got = mine.get(figure), theirs.get(figure)
-                if figure == "tenders" and isinstance(got, dict):
-                    got = {t: v for t, v in got.items() if v != 0}
                 if expected != got:
                     self.problem(chain, seq,
                                  f"{name} {currency} {figure}: recorded {got}, recomputed {expected}")

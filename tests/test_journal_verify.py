@@ -503,7 +503,7 @@ def test_a_field_holding_a_line_feed_cannot_shift_the_signed_lines(built: Path, 
     (lambda p: p["totals"]["EUR"].__setitem__("refunds", 0),
      "totals EUR refunds: recorded 0, recomputed -1100"),
     (lambda p: p["totals"]["EUR"].__setitem__("count", 4), "totals EUR count: recorded 4, recomputed 5"),
-    (lambda p: p["totals"]["EUR"]["tenders"].__setitem__("cash", 0),
+    (lambda p: p["totals"]["EUR"]["tenders"].pop("cash"),
      "totals EUR tenders: recorded {'card': 2750, 'meal_voucher': 500}, recomputed"),
     (lambda p: p["totals"].pop("USD"), "totals USD: recorded none"),
     (lambda p: p["perpetual"]["EUR"].__setitem__("absolute", 1),
@@ -540,6 +540,36 @@ def test_later_closures_of_the_same_kind_are_checked_over_their_own_tickets(tmp_
     book.closure("month", "2026-12")
     report = verify_database(tmp_path, workers=0)
     assert [str(p) for p in report.problems] == ["closure 2: totals EUR total: recorded 250, recomputed 150"]
+
+
+def test_a_closure_that_skips_or_repeats_tickets_is_reported(tmp_path: Path) -> None:
+    book = Book(tmp_path)
+    book.sale([card(100)])
+    book.closure("day", "2026-11-30")
+    book.sale([card(200)])
+    book.sale([card(300)])
+    book.closure("day", "2026-12-01", change=lambda p: p.update(
+        {"from": 3, "totals": {"EUR": {"total": 300, "sales": 300, "refunds": 0, "count": 1,
+                                       "tenders": {"card": 300}}}}))
+    book.closure("month", "2026-12")
+    book.closure("day", "2026-12-02", change=lambda p: p.update(
+        {"from": 2, "totals": {"EUR": {"total": 500, "sales": 500, "refunds": 0, "count": 2,
+                                       "tenders": {"card": 500}}}}))
+    report = verify_database(tmp_path, workers=0)
+    assert [str(p) for p in report.problems] == [
+        "closure 2: covers tickets from 3, where the previous day closure leaves off at 2",
+        "closure 4: covers tickets from 2, where the previous day closure leaves off at 4"]
+
+
+def test_a_tender_type_that_sums_to_zero_is_left_out(tmp_path: Path) -> None:
+    book = Book(tmp_path)
+    book.sale([card(100), cash(50)])
+    book.cancel(1)
+    book.sale([card(70)])
+    book.closure("day", "2026-11-30", change=lambda p: p["totals"]["EUR"]["tenders"].__setitem__("cash", 0))
+    report = verify_database(tmp_path, workers=0)
+    assert [str(p) for p in report.problems] == [
+        "closure 1: totals EUR tenders: recorded {'card': 70, 'cash': 0}, recomputed {'card': 70}"]
 
 
 def test_training_tickets_never_count_in_real_closures(tmp_path: Path) -> None:
