@@ -382,6 +382,9 @@ class _Checker:
         if base not in TYPES:
             self.problem(chain, seq, "not a chain of the journal")
             return
+        if seq < 1:
+            self.problem(chain, seq, "a seq counts from 1")
+            return
         state = self.chains.get(chain)
         if state is None:
             state = self.chains[chain] = _Chain(last_seq=0 if self.period is None else None)

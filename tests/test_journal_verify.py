@@ -421,6 +421,13 @@ def test_dropped_triggers_are_reported(built: Path, tmp_path: Path) -> None:
         "the database's triggers that refuse UPDATE and DELETE are missing"]
 
 
+def test_a_seq_below_one_is_reported(built: Path, tmp_path: Path) -> None:
+    copy = tampered(built, tmp_path / "copy", lambda db: set_column(db, "ticket", 1, "seq", 0))
+    report = verify_database(copy, workers=0)
+    assert found(report, "ticket", 0, "a seq counts from 1")
+    assert found(report, "ticket", None, "sequence gap: record 1 is missing")
+
+
 def test_a_duplicate_seq_is_reported(built: Path, tmp_path: Path) -> None:
     def duplicate(db: sqlite3.Connection) -> None:  # a forger's table without UNIQUE (chain, seq)
         columns = "chain, seq, at, type, training, key, prev, payload, sig"
