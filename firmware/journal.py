@@ -96,7 +96,12 @@ def canonical(value: Any) -> str:
             raise JournalError(f"a journal payload cannot hold a {type(item).__name__}")
 
     check(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise JournalError("a journal payload's strings are Unicode text (no lone surrogates)") from None
+    return text
 
 
 def utc_text(at: datetime.datetime) -> str:

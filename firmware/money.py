@@ -60,8 +60,8 @@ def parse_amount(text: str, exponent: int) -> int:
 
 
 def format_amount(amount: int, exponent: int) -> str:
-    """1250 with exponent 2 -> '12.50'."""
+    """1250 with exponent 2 -> '12.50'; -250 -> '-2.50'."""
     if exponent == 0:
         return str(amount)
-    units, cents = divmod(amount, 10**exponent)
-    return f"{units}.{cents:0{exponent}d}"
+    units, cents = divmod(abs(amount), 10**exponent)
+    return f"{'-' if amount < 0 else ''}{units}.{cents:0{exponent}d}"

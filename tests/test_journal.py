@@ -86,6 +86,7 @@ def test_bad_records_are_refused_and_leave_nothing(tmp_path: Path) -> None:
         ("ticket", "Sale!", {}, "lower-case"),
         ("ticket", "sale", {1: 2}, "keys are strings"),
         ("ticket", "sale", {"at": AT}, "cannot hold a datetime"),
+        ("ticket", "sale", {"label": "\ud800"}, "lone surrogates"),
     ]:
         with pytest.raises(JournalError, match=why):
             journal.append(chain, kind, payload)

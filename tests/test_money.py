@@ -112,7 +112,7 @@ def test_round_trip_of_generated_decimals(value: Decimal) -> None:
 
 @pytest.mark.parametrize(("minor", "exponent", "text"), [
     (1250, 2, "12.50"), (5, 2, "0.05"), (0, 2, "0.00"), (7, 0, "7"), (1, 3, "0.001"),
-    (N12, 2, "9999999999.99"),
+    (N12, 2, "9999999999.99"), (-250, 2, "-2.50"), (-5, 2, "-0.05"), (-7, 0, "-7"),
 ])
 def test_format_amount(minor: int, exponent: int, text: str) -> None:
     assert format_amount(minor, exponent) == text
@@ -138,3 +138,8 @@ def test_alpha_names_known_currencies_and_pads_others() -> None:
     assert alpha(978) == "EUR"
     assert alpha(392) == "JPY"
     assert alpha(4) == "004"
+
+
+@given(st.integers(min_value=-N12, max_value=N12), st.sampled_from([0, 2, 3]))
+def test_a_formatted_amount_is_the_exact_decimal(minor: int, exponent: int) -> None:
+    assert Decimal(format_amount(minor, exponent)) == Decimal(minor).scaleb(-exponent)
