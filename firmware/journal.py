@@ -52,6 +52,7 @@ _MAX_KEY_FILE = 4096
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS record (
     id INTEGER PRIMARY KEY,        -- the order records were written in, all chains together
+    version INTEGER NOT NULL,      -- the format's version (docs/journal-format.md), 1
     chain TEXT NOT NULL,
     seq INTEGER NOT NULL,
     at TEXT NOT NULL,
@@ -316,9 +317,9 @@ class Journal:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     self._db.executemany(
-                        f"INSERT INTO record({_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(r.chain, r.seq, r.at, r.type, int(r.training), r.key, r.prev, r.payload, r.sig)
-                         for r in records])
+                        f"INSERT INTO record(version, {_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(VERSION, r.chain, r.seq, r.at, r.type, int(r.training), r.key, r.prev, r.payload,
+                          r.sig) for r in records])
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise

@@ -72,7 +72,7 @@ _AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{
 _TYPE = re.compile(r"[a-z_]+")
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
 _FIELDS = frozenset({"version", "chain", "seq", "at", "type", "training", "key", "prev", "payload", "sig"})
-_ROWS = "id, chain, seq, at, type, training, key, prev, payload, sig"
+_ROWS = "id, version, chain, seq, at, type, training, key, prev, payload, sig"
 
 CHUNK = 2000  # records per signature job
 IN_FLIGHT = 3  # jobs queued per worker
@@ -610,7 +610,7 @@ def _text(value: Any) -> str | None:
 
 def _row(checker: _Checker, row: tuple[Any, ...]) -> None:
     """One database row, its columns checked for their types before the record is."""
-    where, chain, seq, at, kind, training, key, prev, payload, sig = row
+    where, version, chain, seq, at, kind, training, key, prev, payload, sig = row
     texts = [_text(value) for value in (chain, at, kind, key, payload)]
     name = texts[0]
     number = seq if _is_int(seq) else None
@@ -620,6 +620,8 @@ def _row(checker: _Checker, row: tuple[Any, ...]) -> None:
         wrong.append("seq")
     if not _is_int(training):
         wrong.append("training")
+    if version != VERSION:
+        wrong.append("version")
     if not isinstance(prev, bytes):
         wrong.append("prev")
     if not isinstance(sig, bytes):

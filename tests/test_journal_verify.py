@@ -230,8 +230,8 @@ def forge(db: sqlite3.Connection, private: ec.EllipticCurvePrivateKey, chain: st
     flag = int(chain.startswith("training-")) if training is None else training
     key = key_id_of(private.public_key())
     sig = raw_signature(private, signed_text(chain, seq, at, kind, flag, key, prev.hex(), payload))
-    db.execute("INSERT INTO record(chain, seq, at, type, training, key, prev, payload, sig) "
-               "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)", (chain, seq, at, kind, flag, key, prev, payload, sig))
+    db.execute("INSERT INTO record(version, chain, seq, at, type, training, key, prev, payload, sig) "
+               "VALUES(1, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (chain, seq, at, kind, flag, key, prev, payload, sig))
     return sig
 
 
@@ -430,7 +430,7 @@ def test_a_seq_below_one_is_reported(built: Path, tmp_path: Path) -> None:
 
 def test_a_duplicate_seq_is_reported(built: Path, tmp_path: Path) -> None:
     def duplicate(db: sqlite3.Connection) -> None:  # a forger's table without UNIQUE (chain, seq)
-        columns = "chain, seq, at, type, training, key, prev, payload, sig"
+        columns = "version, chain, seq, at, type, training, key, prev, payload, sig"
         db.execute(f"CREATE TABLE loose (id INTEGER PRIMARY KEY, {columns})")
         db.execute(f"INSERT INTO loose SELECT id, {columns} FROM record")
         db.execute("DROP TABLE record")
@@ -652,3 +652,11 @@ def test_any_single_byte_change_to_a_stored_record_is_detected(built: Path, reco
             unchanged = same == sorted(db.execute("SELECT * FROM record").fetchall())
         assert report.ok == unchanged, report.as_text()
 
+
+
+def test_a_record_of_another_format_version_is_reported(built: Path, tmp_path: Path) -> None:
+    def bump(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE record SET version = 2 WHERE chain = 'ticket' AND seq = 2")
+
+    report = verify_database(tampered(built, tmp_path / "copy", bump), workers=0)
+    assert found(report, "ticket", 2, "version") and len(report.problems) == 1, report.as_text()
