@@ -474,7 +474,7 @@ def test_records_signed_by_the_device_but_against_the_format_are_reported(
 
     copy = tampered(built, tmp_path / "copy", add)
     report = verify_database(copy, workers=0)
-    with sqlite3.connect(copy / FILE_NAME) as db:
+    with contextlib.closing(sqlite3.connect(copy / FILE_NAME)) as db:
         seq = last_seq(db, chain)
     problems = [p for p in report.problems if p.chain == chain]
     assert [(p.seq, reason in p.reason) for p in problems] == [(seq, True)], report.as_text()
@@ -646,9 +646,11 @@ def test_any_single_byte_change_to_a_stored_record_is_detected(built: Path, reco
                 db.execute(f"UPDATE record SET {field} = ? WHERE id = ?", (new, target))
 
         report = verify_database(tampered(source, Path(folder) / "copy", change), workers=0)
-        with sqlite3.connect(Path(folder) / "copy" / FILE_NAME) as db:
+        # closed at once: a connection left to the garbage collector would remove the WAL
+        # file while the next example copies the folder
+        with contextlib.closing(sqlite3.connect(Path(folder) / "copy" / FILE_NAME)) as db:
             same = sorted(db.execute("SELECT * FROM record").fetchall())
-        with sqlite3.connect(source / FILE_NAME) as db:
+        with contextlib.closing(sqlite3.connect(source / FILE_NAME)) as db:
             unchanged = same == sorted(db.execute("SELECT * FROM record").fetchall())
         assert report.ok == unchanged, report.as_text()
 
