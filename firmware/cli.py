@@ -88,7 +88,7 @@ def _sale(args: argparse.Namespace) -> int:
         if args.no_host and config.host is not None:
             try:  # an offline approval still leaves its advice in the queue
                 recorder = sale.recorder_of(config, store)
-                sale.recover(recorder.payments)
+                sale.recover(recorder.payments, config)
             except RecordError as exc:
                 return _fail(args, "state", str(exc), EXIT_STORE)
         if args.scripted_issuer:
@@ -113,6 +113,11 @@ def _sale(args: argparse.Namespace) -> int:
             return _fail(args, "pin pad", str(exc), EXIT_USAGE)
         except HostClientError as exc:
             return _fail(args, "host", str(exc), EXIT_CARD)
+        except sale.SaleJournalError as exc:  # the payment is recorded: show it, then the error
+            if exc.result is not None:
+                result = exc.result
+                print(json.dumps(sale.as_json(result), indent=2) if args.json else sale.as_text(result))
+            return _fail(args, "state", str(exc), EXIT_STORE)
         except RecordError as exc:
             return _fail(args, "state", str(exc), EXIT_STORE)
     if args.json:
@@ -328,6 +333,41 @@ def _journal_export(args: argparse.Namespace) -> int:
     finally:
         journal.close()
     print(f"Export      {done.path} ({done.tickets} ticket(s))")
+    return EXIT_OK
+
+
+def _journal_close(args: argparse.Namespace) -> int:
+    import datetime
+
+    from firmware import fiscal
+    from firmware.journal import JournalError
+    from firmware.money import currency, format_amount
+
+    journal = _journal_of(args)
+    if isinstance(journal, int):
+        return journal
+    today = datetime.datetime.now().astimezone().date()
+    period = args.period or {"day": today.isoformat(), "month": today.strftime("%Y-%m"),
+                             "year": str(today.year)}[args.kind]
+    try:
+        record = fiscal.close(journal, args.kind, period)
+    except fiscal.FiscalError as exc:
+        return _fail(args, "usage", str(exc), EXIT_USAGE)
+    except JournalError as exc:
+        return _fail(args, "store", str(exc), EXIT_STORE)
+    finally:
+        journal.close()
+    data = record.data
+    if args.json:
+        print(json.dumps({"seq": record.seq, "extract": record.extract, **data}))
+        return EXIT_OK
+    print(f"Closure     {args.kind} {period}: record {record.seq} ({record.extract})")
+    print(f"Tickets     {data['from']} to {data['to']}")
+    for code, totals in sorted(data["totals"].items()):
+        amount = format_amount(totals["total"], currency(code)[1])
+        print(f"Total       {amount} {code} ({totals['count']} ticket(s))")
+    for code, totals in sorted(data["perpetual"].items()):
+        print(f"Perpetual   {format_amount(totals['total'], currency(code)[1])} {code}")
     return EXIT_OK
 
 
@@ -549,10 +589,19 @@ def build_parser() -> argparse.ArgumentParser:
     journal_export.add_argument("--out", type=Path, metavar="FILE",
                                 help="default: tickets-<period>.csv in the current folder")
     journal_export.set_defaults(func=_journal_export)
+    journal_close = journal.add_parser(
+        "close", help="close a day, month or fiscal year: totals, perpetual totals, chain heads, signed",
+        description="Journals the closure of the tickets since the previous closure of the same kind. "
+                    "A period closed twice, or before the last one closed, is refused (exit 2).")
+    journal_close.add_argument("kind", choices=("day", "month", "year"))
+    journal_close.add_argument("--period", metavar="P",
+                               help="YYYY-MM-DD, YYYY-MM or YYYY (default: the current one)")
+    journal_close.add_argument("--json", action="store_true", help="print one JSON object")
+    journal_close.set_defaults(func=_journal_close)
     journal_status = journal.add_parser("status", help="heads of every chain, key id, heads file check")
     journal_status.add_argument("--json", action="store_true", help="print one JSON object")
     journal_status.set_defaults(func=_journal_status)
-    for command in (journal_archive, journal_export, journal_status):
+    for command in (journal_archive, journal_export, journal_close, journal_status):
         command.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="sim_cmd", required=True)

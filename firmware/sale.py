@@ -83,6 +83,7 @@ class SaleResult:
     payment: dict[str, Any] | None = None  # the payment's record (`firmware.payments.Payment`)
     forwarded: ForwardReport | None = None  # the store-and-forward queue sent after the sale
     ticket: dict[str, Any] | None = None  # the fiscal ticket journalled: seq, type, extract, receipt
+    alerts: list[str] = dataclasses.field(default_factory=list)  # for the merchant: the journal's integrity
 
 
 @dataclass
@@ -391,7 +392,8 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
     record = None
     if recorder is not None and payment is not None:
         record = recorder.payments.get(payment).as_dict()
-    ticket, unjournalled = journal_sale(config, journal, outcome, record, host)
+    alerts: list[str] = []
+    ticket, unjournalled = journal_sale(config, journal, outcome, record, host, alerts)
     if ticket is not None and recorder is not None and payment is not None:
         crashpoints.reach("ticket.journalled")
         recorder.payments.set_ticket(payment, ticket["seq"])
@@ -403,7 +405,7 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
         log.info("sale: route %s", route_text(route))
     label = getattr(authorizer, "label", None) if authorizer is not None else None
     result = SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])), host, route, record,
-                        forwarded, ticket)
+                        forwarded, ticket, alerts)
     if unjournalled:
         done = "" if record is None else f"payment {record['id']} ({record['state']}) is recorded, but "
         raise SaleJournalError(f"{done}the fiscal journal in {config.state.folder} could not be written: "
@@ -412,11 +414,14 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
 
 
 def journal_sale(config: AppConfig, journal: Journal | None, outcome: Outcome, payment: dict[str, Any] | None,
-                 host: AuthorizationReport | None) -> tuple[dict[str, Any] | None, list[str]]:
+                 host: AuthorizationReport | None,
+                 alerts: list[str] | None = None) -> tuple[dict[str, Any] | None, list[str]]:
     """Journal an approved `payment` (its record, `Payment.as_dict`) as a ticket with one card
     tender, its reference the payment and the card's `outcome` (`fiscal.card_reference`); and,
     when an authorization was tried (`host`), the degraded mode's start when it could not reach
-    the host, its end when it did. `journal` None: that of the [state] folder, opened here.
+    the host, its end when it did. `journal` None: that of the [state] folder, opened here, its
+    heads file checked first (docs/journal-format.md, Truncation guard): each problem is
+    journalled as an integrity failure and added to `alerts` for the merchant.
 
     Returns the ticket (seq, type, signature extract, receipt lines) or None, and what could not
     be journalled, each problem logged as critical."""
@@ -431,6 +436,15 @@ def journal_sale(config: AppConfig, journal: Journal | None, outcome: Outcome, p
     except JournalError as exc:
         opened, problems = None, [str(exc)]
     try:
+        if journal is None and opened is not None:
+            try:
+                for problem in opened.check_guard():
+                    log.critical("fiscal journal: %s", problem)
+                    fiscal.audit(opened, "integrity_failure", problem=problem)
+                    if alerts is not None:
+                        alerts.append(f"fiscal journal: {problem}")
+            except (JournalError, fiscal.FiscalError) as exc:
+                problems.append(f"the heads check: {exc}")
         if approved and opened is not None and payment is not None:
             try:
                 ticket = _ticket(config, opened, outcome, payment)
@@ -524,6 +538,8 @@ def as_json(result: SaleResult) -> dict[str, Any]:
         out["forwarded"] = forward_summary(result.forwarded)
     if result.ticket is not None:
         out["ticket"] = result.ticket
+    if result.alerts:
+        out["alerts"] = result.alerts
     return out
 
 
@@ -613,6 +629,7 @@ def as_text(result: SaleResult) -> str:
         ("APDUs", result.apdus),
     ]
     lines += [f"{key:11} {value}" for key, value in rows if value is not None]
+    lines += [f"ALERT       {alert}" for alert in result.alerts]
     if result.ticket and result.ticket.get("receipt"):
         lines += ["", *result.ticket["receipt"]]
     return "\n".join(lines)

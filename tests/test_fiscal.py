@@ -542,6 +542,23 @@ def test_an_approved_sale_is_journalled_as_one_ticket_and_a_declined_one_is_not(
     assert app.pan.encode() not in stored
 
 
+def test_a_sale_after_the_journal_lost_its_tail_alerts_the_merchant_and_journals_it(tmp_path: Path) -> None:
+    state, saved = tmp_path / "state", tmp_path / "saved"
+    _offline_sale(state, "offline_approving")
+    shutil.copytree(state, saved)  # the journal with one ticket
+    _offline_sale(state, "offline_approving")  # a second ticket
+    for name in (FILE_NAME, FILE_NAME + "-wal", FILE_NAME + "-shm"):  # the database rolled back
+        (state / name).unlink(missing_ok=True)
+        if (saved / name).exists():
+            shutil.copy(saved / name, state / name)
+    third = _offline_sale(state, "offline_approving")
+    (alert,) = third.alerts
+    assert "chain ticket" in alert and "records are missing" in alert
+    assert as_json(third)["alerts"] == [alert] and f"ALERT       {alert}" in as_text(third)
+    assert "integrity_failure" in _audit_types(state)
+    assert _offline_sale(state, "offline_approving").alerts == []  # said once, journalled once
+
+
 def test_a_journal_that_cannot_be_written_keeps_the_payment_and_says_so_loudly(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / FILE_NAME).mkdir()  # the journal's database cannot be opened

@@ -133,3 +133,28 @@ def test_status_reports_a_lost_tail_and_leaves_it_for_the_terminal_to_journal(co
         alert = f"ALERT       ticket: truncated: {HEAD_FILE} names seq 9, the chain ends at seq 8"
         assert alert in result.stdout
     assert (state / HEAD_FILE).read_bytes() == (tmp_path / "head").read_bytes()
+
+
+def test_close_a_day_then_the_journal_still_verifies(tmp_path: Path) -> None:
+    from firmware import fiscal
+    from firmware.journal import Journal
+
+    path = tmp_path / "terminal.toml"
+    path.write_text(DEFAULT_CONFIG.read_text() + '\n[state]\nfolder = "state"\n')
+    journal = Journal(tmp_path / "state")
+    fiscal.record_sale(journal, 1250, "EUR", [{"type": "cash", "amount": 1250}])
+    fiscal.record_sale(journal, 800, "EUR", [{"type": "cheque", "amount": 500},
+                                             {"type": "meal_voucher", "amount": 300}])
+    fiscal.record_refund(journal, -500, "EUR", [{"type": "cash", "amount": -500}])
+    journal.close()
+    closed = tpe("journal", "close", "day", "--period", "2026-11-26", "--json", "--config", str(path))
+    assert closed.returncode == 0, closed.stdout + closed.stderr
+    out = json.loads(closed.stdout)
+    assert (out["from"], out["to"], out["period"]) == (1, 3, "2026-11-26")
+    assert out["totals"]["EUR"]["total"] == 1250 + 800 - 500 and out["totals"]["EUR"]["count"] == 3
+    assert out["perpetual"]["EUR"] == {"total": 1550, "absolute": 2550}
+    again = tpe("journal", "close", "day", "--period", "2026-11-26", "--config", str(path))
+    assert again.returncode == 2 and "usage error" in again.stderr
+    text = tpe("journal", "close", "month", "--period", "2026-11", "--config", str(path)).stdout
+    assert "Total       15.50 EUR (3 ticket(s))" in text
+    assert tpe("journal", "verify", str(tmp_path / "state")).returncode == 0
