@@ -1,8 +1,10 @@
-"""SQLite as the terminal keeps what a power cut must not lose (ARCHITECTURE principle 4):
-WAL journal, `synchronous=FULL`, one statement per committed transaction."""
+"""What a power cut must not lose (ARCHITECTURE principle 4): SQLite with a WAL journal,
+`synchronous=FULL`, one statement per committed transaction; files replaced whole and synced,
+with the folder that names them."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -34,3 +36,24 @@ def commit(db: sqlite3.Connection, lock: threading.Lock | threading.RLock, sql: 
             raise
         db.execute("COMMIT")
         return rows
+
+
+def fsync_path(path: Path) -> None:
+    """Sync a file, or a folder (so that the names it holds survive a power cut)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` whole: written beside it, synced, renamed over it, the folder
+    synced. A power cut leaves the old file or the new one. Raises OSError."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    fsync_path(path.parent)

@@ -217,7 +217,7 @@ class JournalKey:
         pem = key.public_pem()
         try:
             if not public.exists() or public.read_bytes() != pem:
-                _write_atomically(public, pem)
+                durable.write_atomically(public, pem)
         except OSError as exc:
             raise JournalError(f"cannot publish {public}: {exc}") from None
         return key
@@ -225,20 +225,6 @@ class JournalKey:
     def public_pem(self) -> bytes:
         return self.public.public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now() -> datetime.datetime:
@@ -374,7 +360,7 @@ class Journal:
 
     def _write_guard(self) -> None:
         try:
-            _write_atomically(self.folder / HEAD_FILE, canonical(self._guard_document()).encode())
+            durable.write_atomically(self.folder / HEAD_FILE, canonical(self._guard_document()).encode())
         except OSError as exc:
             raise JournalError(f"cannot write {self.folder / HEAD_FILE}: {exc}") from exc
 

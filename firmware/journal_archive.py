@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firmware import durable
 from firmware.journal import (
     ARCHIVE_MAGIC,
     VERSION,
@@ -156,14 +157,6 @@ def _as_json(row: tuple[Any, ...]) -> dict[str, Any]:
             "key": key, "prev": bytes(prev).hex(), "payload": json.loads(payload), "sig": bytes(sig).hex()}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -188,10 +181,10 @@ def archive(journal: Journal, period: str, out_dir: Path, *,
         ranges = period_range(db, period)
         partial.unlink(missing_ok=True)  # left by a power cut during an earlier attempt
         count = _write_zip(partial, journal, db, period, ranges, created)
-        _fsync(partial)
+        durable.fsync_path(partial)
         os.link(partial, path)  # never over an existing file (FileExistsError)
         partial.unlink()
-        _fsync(out_dir)
+        durable.fsync_path(out_dir)
     except sqlite3.Error as exc:
         partial.unlink(missing_ok=True)
         raise ArchiveError(f"cannot read {journal.path}: {exc}") from exc

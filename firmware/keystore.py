@@ -21,6 +21,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from firmware import durable
+
 KEY_FILE = "saf.key"
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # SP 800-38D, 5.2.1.1: 96-bit IVs are the recommended length
@@ -43,14 +45,6 @@ def _check_private(st: os.stat_result, what: Path) -> None:
         raise KeystoreError(f"{what} belongs to uid {st.st_uid}, not to this process's user")
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def create_private_file(path: Path, data: bytes) -> None:
     """Write `data` beside `path`, then link it into place, owner-only: a crash leaves either no
     file or a whole one, and two processes racing on first use end up with the same file."""
@@ -67,7 +61,7 @@ def create_private_file(path: Path, data: bytes) -> None:
             os.link(temporary, path)
     finally:
         temporary.unlink()
-    _fsync_folder(path.parent)
+    durable.fsync_path(path.parent)
 
 
 def read_private_file(path: Path, limit: int) -> bytes:
