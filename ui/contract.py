@@ -77,6 +77,10 @@ class AskAmount:
     currency: str
     exponent: int
     tip: bool = False
+    menu: bool = False  # offer the merchant menu: the answer may then be `OPEN_MENU`
+
+
+OPEN_MENU = "menu"  # `AskAmount` answer: the merchant opened the menu (then `AskMenu`)
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,39 @@ class AskReceipt:
     receipt: Receipt
 
 
-Question = AskAmount | AskApplication | AskConfirm | AskPin | AskSignature | AskReceipt
+@dataclass(frozen=True)
+class AskCancel:
+    """`view` with a cancel button while the firmware waits for something else (the card, the
+    host). Answer: True when cancelled on the screen, False when the UI moved on to another
+    view or question; the firmware cancels the `ask` when what it waited for came first."""
+
+    view: View
+
+
+# The merchant's flows, in the menu's order (`AskMenu` answers one of them).
+MENU_ITEMS = ("sale", "refund", "cancel", "settlement", "duplicate", "history", "offline_queue",
+              "settings", "training")
+
+
+@dataclass(frozen=True)
+class AskMenu:
+    """The merchant menu. Answer: one of `items`, or None (back to the keypad)."""
+
+    items: tuple[str, ...] = MENU_ITEMS
+
+
+SEND_NOW = "send_now"  # `AskOfflineQueue` answer
+
+
+@dataclass(frozen=True)
+class AskOfflineQueue:
+    """Payments approved offline waiting for the bank. Answer: `SEND_NOW`, or None (back)."""
+
+    payments: tuple[Money, ...]
+
+
+Question = (AskAmount | AskApplication | AskConfirm | AskPin | AskSignature | AskReceipt | AskCancel | AskMenu
+            | AskOfflineQueue)
 
 
 # --- the status bar -------------------------------------------------------------------------
