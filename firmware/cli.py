@@ -130,6 +130,34 @@ def _sale(args: argparse.Namespace) -> int:
     return EXIT_CARD if kind in (OutcomeKind.TERMINATED, OutcomeKind.TRY_AGAIN) else EXIT_DECLINED
 
 
+def _run(args: argparse.Namespace) -> int:
+    from firmware import logs, runtime
+    from firmware.config import ConfigError, load_config
+    from firmware.ui_script import ScriptedUi, ScriptError, load_script
+
+    logs.setup(logging.DEBUG if args.verbose > 1 else logging.INFO)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(args, "config", str(exc), EXIT_USAGE)
+    ui: Any
+    if args.script is not None:
+        try:
+            ui = ScriptedUi(load_script(args.script))
+        except ScriptError as exc:
+            return _fail(args, "usage", str(exc), EXIT_USAGE)
+    else:
+        try:
+            ui = runtime.touch_ui()
+        except ImportError as exc:
+            return _fail(args, "usage", f"no touchscreen UI ({exc}): pass --script FILE to run headless",
+                         EXIT_USAGE)
+    try:
+        return runtime.main(config, ui)
+    except runtime.StartError as exc:
+        return _fail(args, exc.kind, str(exc), EXIT_STORE)
+
+
 def _on_card(reader_name: str | None, wait: float, action: Callable[[Any], T]) -> tuple[T, str, Any]:
     """Connect to the card in the reader (waiting up to `wait` s), run `action` on the session,
     always disconnect and release the PC/SC context. Returns the result, reader name, session."""
@@ -533,6 +561,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a refund of the amount to the card (EMV transaction type 20)")
     sale.add_argument("--json", action="store_true", help="print one JSON object")
     sale.set_defaults(func=_sale)
+
+    run = sub.add_parser(
+        "run", help="the terminal: the touchscreen, the reader, the host link, the journal, until stopped",
+        description="Runs the terminal's services on one event loop until SIGTERM or SIGINT, then stops "
+                    "them in order (a sale in progress ends first) and exits 0. Logs go to standard output "
+                    "(journald). Under systemd (deploy/tpe.service) it notifies READY, WATCHDOG and "
+                    "STOPPING. --script plays the sales of a TOML file instead of the touchscreen (see "
+                    "firmware/ui_script.py) and stops after the last one. Exit status: 0 stopped, 2 usage "
+                    "or configuration error (file, key, reason), 6 state, journal or host link that "
+                    "cannot start.")
+    run.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
+    run.add_argument("--script", type=Path, metavar="FILE",
+                     help="headless: answer the terminal's questions from this script, print every screen")
+    run.set_defaults(func=_run)
 
     payments = sub.add_parser("payments", help="the payments this terminal took, with their state")
     payments.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")

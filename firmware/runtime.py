@@ -1,0 +1,702 @@
+"""`tpe run`: the terminal itself, one asyncio event loop on the main thread (ARCHITECTURE
+principle 5) and its services, each with a clean start and stop:
+
+- the fiscal journal: `fiscal.start` (version, digest of the configuration file, truncation
+  guard) at start, `fiscal.stop` at stop;
+- the payments, settled after a power cut (`sale.recover`) before anything is sent;
+- the acquirer host's client over the link manager, on this loop (the kernel's worker thread
+  reaches it through `sale.RoutedAuthorizer`), the link manager's health checks
+  (`LinkManager.run`) and the store-and-forward `Forwarder`, woken after an offline sale;
+- the status bar (`ui.contract.Status`), pushed every second and when something changes;
+- the PC/SC reader (`firmware.reader.AsyncReader`): one worker thread waits for the card while
+  the present-card screen shows, and runs the kernel on it;
+- the UI: any `ui.contract.UiPort`, the touchscreen's run task when it has one;
+- the systemd notifications (`firmware.sd_notify`): READY, WATCHDOG from this loop, STOPPING.
+
+The sale: amount asked -> present card -> the card -> the kernel in the reader's thread with the
+cardholder's questions on the UI (`firmware.ui_prompt`) and the host client -> outcome ->
+receipt of the journalled ticket -> idle. SIGTERM or SIGINT stop the terminal in order: a
+question on screen is answered "cancelled", the sale in progress runs to its end through the
+kernel and the payments' state machine (never killed mid-commit), then the services stop and
+the journal records the stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import inspect
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emv import kernel
+from emv.context import Transaction
+from emv.outcome import Outcome as CardOutcome
+from emv.outcome import OutcomeKind
+from emv.requests import HostStatus, OnlineRequest, OnlineResponse
+from firmware import crashpoints, driver, fiscal, sale
+from firmware.config import LINK_CELLULAR, AppConfig
+from firmware.forwarder import RETRY, Forwarder
+from firmware.host_client import AuthorizationReport, HostClient, HostClientError
+from firmware.host_store import HostStore, HostStoreError
+from firmware.journal import Journal, JournalError
+from firmware.links import LinkManager
+from firmware.money import MAX_AMOUNT, alpha
+from firmware.payment_records import REFUND, PaymentRecorder, RecordError
+from firmware.payments import State
+from firmware.pin_pad import PinPad, PinPadError
+from firmware.reader import AsyncReader, CardSession, CardTimeoutError, PcscReader, ReaderError
+from firmware.receipt import software_version
+from firmware.saf_figures import SafFigures, figures
+from firmware.saf_queue import SafQueueError
+from firmware.sd_notify import Notifier
+from firmware.terminal_keys import TerminalKeys, TerminalKeysError
+from firmware.ui_prompt import LanguageWatch, UiPrompt
+from firmware.ui_script import ScriptedUi
+from ui.contract import (
+    AmountEntry,
+    AskAmount,
+    AskReceipt,
+    Error,
+    Idle,
+    Money,
+    Outcome,
+    PresentCard,
+    Processing,
+    Receipt,
+    Status,
+    UiPort,
+    View,
+)
+
+log = logging.getLogger(__name__)
+
+CARD_WAIT = 60.0  # seconds the present-card screen waits for a card before going back to idle
+ERROR_PAUSE = 3.0  # seconds an error screen stays before idle
+OUTCOME_PAUSE = 2.0  # seconds the outcome stays before the receipt or idle
+STATUS_INTERVAL = 1.0  # the status bar's clock
+FIGURES_INTERVAL = 30.0  # the queue's figures, the route's kind and the battery read again
+LINK_CHECK_INTERVAL = 30.0
+STOP_TIMEOUT = 5.0  # seconds for each service to stop (the sale in progress is always awaited)
+OFFLINE_KINDS = (OutcomeKind.APPROVED_OFFLINE, OutcomeKind.APPROVED_UNABLE_ONLINE)
+# Status.alerts keys this module raises, besides the queue's (`saf_alerts`)
+ALERT_JOURNAL_INTEGRITY = "journal_integrity"  # the fiscal journal's start-up check failed
+ALERT_JOURNAL_ERROR = "journal_error"  # a ticket or event could not be journalled
+SAF_ALERTS = {"overdue": "saf_overdue", "declined_after_the_fact": "declined_after_the_fact",
+              "set_aside": "saf_set_aside"}
+
+
+class StartError(Exception):
+    """A service the terminal cannot run without did not start: `kind` ("state", "journal",
+    "host") and why. What had started is stopped again."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass
+class SaleReport:
+    """What one pass through the sale flow did (tests, logs)."""
+
+    amount: int
+    refund: bool = False
+    outcome: CardOutcome | None = None
+    payment: dict[str, Any] | None = None  # `Payment.as_dict()`
+    ticket: dict[str, Any] | None = None  # seq, type, extract, receipt lines
+    host: AuthorizationReport | None = None
+    error: str | None = None  # the `Error` view's kind when one ended the flow
+    asked: list[str] = field(default_factory=list)  # the kernel's cardholder requests
+    unjournalled: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Done:
+    """The worker thread's result of one card transaction."""
+
+    outcome: CardOutcome
+    payment: dict[str, Any] | None
+    ticket: dict[str, Any] | None
+    host: AuthorizationReport | None
+    unjournalled: list[str]
+    alerts: list[str]
+
+
+class _ShowingAuthorizer:
+    """The host's authorizer, telling the merchant what happens: "authorizing", then, when the
+    bank could not be reached, that the payment goes on offline within the limits."""
+
+    def __init__(self, inner: driver.Authorizer, prompt: UiPrompt) -> None:
+        self._inner = inner
+        self._prompt = prompt
+
+    def authorize(self, request: OnlineRequest) -> OnlineResponse:
+        self._prompt.show(Processing("authorizing"))
+        response = self._inner.authorize(request)
+        self._prompt.show(Error("no_network_offline") if response.status is HostStatus.UNABLE
+                          else Processing("completing"))
+        return response
+
+
+def config_digest(config: AppConfig) -> str | None:
+    """SHA-256 of the configuration file's bytes, for the journal's `config_change` event."""
+    try:
+        return hashlib.sha256(Path(config.source).read_bytes()).hexdigest()
+    except OSError as exc:
+        log.warning("configuration digest unavailable: %s", exc)
+        return None
+
+
+def os_route_kind(proc: Path = Path("/proc/net/route"), sys_net: Path = Path("/sys/class/net")) -> str:
+    """"wifi" when the OS's default route leaves through a wireless interface, else "ethernet"."""
+    try:
+        for line in proc.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == "00000000":  # destination 0.0.0.0: the default route
+                return "wifi" if (sys_net / fields[0] / "wireless").exists() else "ethernet"
+    except OSError:
+        pass
+    return "ethernet"
+
+
+def battery(power: Path = Path("/sys/class/power_supply")) -> tuple[int | None, bool]:
+    """The first battery's charge in percent and whether it charges (Linux power_supply class)."""
+    try:
+        supplies = sorted(power.iterdir())
+    except OSError:
+        return None, False
+    for supply in supplies:
+        try:
+            if (supply / "type").read_text().strip() != "Battery":
+                continue
+            percent = int((supply / "capacity").read_text().strip())
+            charging = (supply / "status").read_text().strip() == "Charging"
+        except (OSError, ValueError):
+            continue
+        return max(0, min(100, percent)), charging
+    return None, False
+
+
+def saf_alerts(found: SafFigures) -> tuple[str, ...]:
+    return tuple(SAF_ALERTS.get(alert, alert) for alert in found.alerts)
+
+
+class CardReader:
+    """The PC/SC reader of [reader] in one worker thread: waits for a card, runs the kernel on
+    it in the same thread (pcsc-lite calls stay on one thread), disconnects."""
+
+    def __init__(self, name: str | None, factory: Callable[[], PcscReader] = PcscReader) -> None:
+        self._reader = AsyncReader(factory)
+        self._wanted = name
+        self.name: str | None = None
+
+    async def card(self, timeout: float) -> CardSession:
+        """The card, once one is in the reader (`CardTimeoutError` after `timeout` s)."""
+        if self.name is None:
+            self.name = await self._reader.run(lambda r: r.pick(self._wanted))
+        name = self.name
+        return await self._reader.run(lambda r: r.connect_when_ready(name, timeout))
+
+    async def run(self, call: Callable[[], Any]) -> Any:
+        return await self._reader.run(lambda _r: call())
+
+    async def disconnect(self, session: CardSession) -> None:
+        with contextlib.suppress(ReaderError):
+            await self._reader.run(lambda _r: session.disconnect())
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class Terminal:
+    """The firmware's services and the merchant's sale flow on one event loop.
+
+    `ui` is any `UiPort`; `notifier` the systemd notification socket (by default from the
+    environment); `reader_factory` opens the PC/SC context. The pauses and intervals are
+    seconds (tests shorten them)."""
+
+    def __init__(self, config: AppConfig, ui: UiPort, *, notifier: Notifier | None = None,
+                 reader_factory: Callable[[], PcscReader] = PcscReader, card_wait: float = CARD_WAIT,
+                 error_pause: float = ERROR_PAUSE, outcome_pause: float = OUTCOME_PAUSE,
+                 status_interval: float = STATUS_INTERVAL, figures_interval: float = FIGURES_INTERVAL,
+                 link_check_interval: float = LINK_CHECK_INTERVAL, forward_retry: float = RETRY) -> None:
+        self.config = config
+        self.ui = ui
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._reader_factory = reader_factory
+        self.card_wait = card_wait
+        self.error_pause = error_pause
+        self.outcome_pause = outcome_pause
+        self.status_interval = status_interval
+        self.figures_interval = figures_interval
+        self.link_check_interval = link_check_interval
+        self.forward_retry = forward_retry
+        self.store: HostStore | None = None
+        self.pin_pad: PinPad | None = None
+        self.recorder: PaymentRecorder | None = None
+        self.journal: Journal | None = None
+        self.links: LinkManager | None = None
+        self.client: HostClient | None = None
+        self.authorizer: sale.RoutedAuthorizer | None = None
+        self.forwarder: Forwarder | None = None
+        self.reader: CardReader | None = None
+        self.reports: list[SaleReport] = []  # the last sales, newest last
+        self.alerts: set[str] = set()
+        self.stop_cause: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cellular: Any = None
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._flows: asyncio.Task[None] | None = None
+        self._worker: asyncio.Future[Any] | None = None  # the card transaction in progress
+        self._prompt: UiPrompt | None = None
+        self._stop_requested = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._figures: SafFigures | None = None
+        self._figures_at = -1e9
+        self._route_kind = "ethernet"
+        self._battery: tuple[int | None, bool] = (None, False)
+        self._seen_reports = 0
+        self._last_status: Status | None = None
+        self._started = False
+        self._stopped = False
+
+    # --- start and stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every service, then the sale flow; READY=1 once done. `StartError` when the
+        state, the journal or the host client cannot be opened (what started is stopped)."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self._start_services()
+        except BaseException:
+            await self._stop_services("start failed")
+            raise
+        self._started = True
+        self._flows = self._loop.create_task(self._serve(), name="sale-flow")
+        self.notifier.ready("idle")
+        log.info("terminal: started (%s)", software_version())
+
+    async def _start_services(self) -> None:
+        config = self.config
+        try:
+            self.store = sale.state_store(config)
+            keys = sale.terminal_keys_of(config, self.store)
+        except (HostStoreError, TerminalKeysError) as exc:
+            raise StartError("state", str(exc)) from exc
+        self.pin_pad = sale.pin_pad_of(config, keys) if keys is not None else None
+        if config.host is not None:
+            try:
+                self.recorder = sale.recorder_of(config, self.store)
+            except RecordError as exc:
+                raise StartError("state", str(exc)) from exc
+            try:  # before the journal opens: recovery journals the tickets a power cut lost
+                sale.recover(self.recorder.payments, config)
+            except sale.SaleJournalError as exc:
+                log.critical("recovery: %s", exc)
+                self.alerts.add(ALERT_JOURNAL_ERROR)
+        else:
+            log.warning("terminal: no [host] section: no authorization online, no payment recorded")
+        try:
+            self.journal = Journal(config.state.folder)
+            problems = fiscal.start(self.journal, software_version(), config_digest=config_digest(config))
+        except (JournalError, fiscal.FiscalError) as exc:
+            raise StartError("journal", f"the fiscal journal cannot be started: {exc}") from exc
+        if problems:
+            self.alerts.add(ALERT_JOURNAL_INTEGRITY)
+        if config.host is not None and keys is not None and self.recorder is not None:
+            await self._start_host(self.store, keys, self.recorder)
+        self._open_reader()
+        loop = asyncio.get_running_loop()
+        if self.links is not None and self.forwarder is not None:
+            self._tasks["links"] = loop.create_task(self.links.run(), name="link-checks")
+            self._tasks["forwarder"] = loop.create_task(self.forwarder.run(), name="forwarder")
+        run_ui = getattr(self.ui, "run", None)
+        if callable(run_ui) and inspect.iscoroutinefunction(run_ui):
+            self._tasks["ui"] = loop.create_task(run_ui(), name="ui")
+        self._tasks["status"] = loop.create_task(self._publish_status(), name="status")
+        self._tasks["watchdog"] = loop.create_task(self.notifier.keep_alive(), name="watchdog")
+
+    async def _start_host(self, store: HostStore, keys: TerminalKeys, recorder: PaymentRecorder) -> None:
+        config = self.config
+        host = config.host
+        if host is None:
+            return
+        problems: dict[str, str] = {}
+        if config.modem is not None and LINK_CELLULAR in config.links.order:
+            try:
+                self._cellular = await sale.open_cellular(config.modem)
+            except sale.LinkSetupError as exc:
+                if config.links.order == (LINK_CELLULAR,):
+                    raise StartError("host", str(exc)) from exc
+                log.warning("link: cellular left out: %s", exc)
+                problems[LINK_CELLULAR] = str(exc)
+        try:
+            self.links = sale.link_manager(config, self._cellular.module if self._cellular else None)
+            self.links.check_interval = self.link_check_interval
+            self.client = HostClient(host, store, keys, sale.acceptor_of(config),
+                                     connect=sale.link_connect(self.links), recorder=recorder)
+        except HostClientError as exc:
+            raise StartError("host", str(exc)) from exc
+        self.authorizer = sale.RoutedAuthorizer(self.client, asyncio.get_running_loop(), self.links, problems)
+        self.forwarder = Forwarder(self.client, self.links, retry=self.forward_retry)
+        self.links.subscribe(lambda _event: self._poke.set())
+
+    def _open_reader(self) -> CardReader | None:
+        if self.reader is None:
+            try:
+                self.reader = CardReader(self.config.reader.name, self._reader_factory)
+            except ReaderError as exc:
+                log.warning("reader: not available: %s", exc)
+        return self.reader
+
+    def request_stop(self, cause: str = "stop requested") -> None:
+        """Begin the orderly shutdown (call on the loop, e.g. from a signal handler): the
+        question on screen is answered "cancelled"; `run_until_stopped` then stops."""
+        if self._stop_requested.is_set():
+            return
+        self.stop_cause = cause
+        log.info("terminal: stopping (%s)", cause)
+        self.notifier.stopping()
+        self._stop_requested.set()
+        if self._prompt is not None:
+            self._prompt.cancel()
+
+    async def stop(self) -> None:
+        """Stop the sale flow (the card transaction in progress runs to its end), then every
+        service; the journal records the stop. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if not self._stop_requested.is_set():
+            self.request_stop("stopped")
+        if self._prompt is not None:
+            self._prompt.cancel()
+        if self._flows is not None:
+            if self._worker is not None:  # never cut a sale mid-commit: let the kernel end it
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._worker)
+            self._flows.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flows
+        await self._stop_services(self.stop_cause or "stopped")
+        log.info("terminal: stopped")
+
+    async def _stop_services(self, cause: str) -> None:
+        for name in ("ui", "forwarder", "links", "status", "watchdog"):
+            task = self._tasks.pop(name, None)
+            if task is None:
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, STOP_TIMEOUT)
+        stop_ui = getattr(self.ui, "stop", None)
+        if callable(stop_ui):
+            with contextlib.suppress(Exception):
+                result = stop_ui()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, STOP_TIMEOUT)
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.client.close(), STOP_TIMEOUT)
+        if self._cellular is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._cellular.close(), sale.MODEM_CLOSE_TIMEOUT)
+            self._cellular = None
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.to_thread(reader.close), STOP_TIMEOUT)
+        if self.journal is not None:
+            try:
+                fiscal.stop(self.journal, cause=cause)
+            except (JournalError, fiscal.FiscalError) as exc:
+                log.critical("fiscal journal: the stop could NOT be journalled: %s", exc)
+            self.journal.close()
+            self.journal = None
+        if self.recorder is not None:
+            with contextlib.suppress(Exception):
+                self.recorder.queue.close()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+
+    async def run_until_stopped(self) -> None:
+        """Start, serve until SIGTERM, SIGINT or `request_stop`, stop. Call on the main thread."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        try:
+            await self.start()
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    # --- the sale flow -----------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        while not self._stop_requested.is_set():
+            try:
+                await self.sale_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one sale must not take the terminal down
+                log.exception("sale flow failed")
+                self._show(Error("try_again"))
+                await asyncio.sleep(self.error_pause)
+
+    def _show(self, view: View) -> None:
+        try:
+            self.ui.show(view)
+        except Exception:
+            log.exception("the UI failed to show %s", type(view).__name__)
+
+    def _money(self, amount: int) -> Money:
+        terminal = self.config.kernel.terminal
+        return Money(amount, alpha(terminal.currency), terminal.currency_exponent)
+
+    async def sale_once(self) -> SaleReport | None:
+        """One pass: the amount, the card, the kernel, the outcome, the receipt; None when the
+        merchant keyed no amount."""
+        terminal = self.config.kernel.terminal
+        self._show(Idle())
+        entry = await self.ui.ask(AskAmount(alpha(terminal.currency), terminal.currency_exponent))
+        if entry is None or self._stop_requested.is_set():
+            return None
+        if not (isinstance(entry, AmountEntry) and _minor_units(entry.amount, 1)
+                and _minor_units(entry.tip, 0) and entry.amount + entry.tip <= MAX_AMOUNT):
+            log.error("sale: the amount screen answered %r: not an amount", type(entry).__name__)
+            return None
+        amount = entry.amount + entry.tip
+        report = SaleReport(amount, refund=bool(entry.refund))
+        self._remember(report)
+        money = self._money(amount)
+        reader = self._open_reader()
+        if reader is None:
+            return await self._error(report, "reader_missing")
+        self._show(PresentCard(money, refund=report.refund))
+        try:
+            session = await reader.card(self.card_wait)
+        except CardTimeoutError:
+            log.info("sale: no card within %g s", self.card_wait)
+            return report
+        except ReaderError as exc:
+            log.error("reader: %s", exc)
+            await self._drop_reader()
+            return await self._error(report, "reader_missing")
+        try:
+            self._show(Processing("reading"))
+            done = await self._transact(reader, session, report, money)
+        finally:
+            await reader.disconnect(session)
+        if done is None:
+            return await self._error(report, "try_again")
+        self._after_card(report, done)
+        view = _outcome_view(done.outcome, money)
+        if isinstance(view, Error):
+            return await self._error(report, view.kind)
+        self._show(view)
+        lines = (done.ticket or {}).get("receipt")
+        if self._stop_requested.is_set():
+            return report
+        await asyncio.sleep(self.outcome_pause)
+        if lines:
+            answer = await self.ui.ask(AskReceipt(Receipt(tuple(lines))))
+            if answer == "print":
+                log.info("sale: receipt printing asked, no printer configured")
+        return report
+
+    async def _transact(self, reader: CardReader, session: CardSession, report: SaleReport,
+                        money: Money) -> _Done | None:
+        """The card transaction in the reader's thread, awaited whole even when the flow is
+        cancelled (stop): the payments' state machine ends it or recovery settles it."""
+        prompt = UiPrompt(self.ui, asyncio.get_running_loop(), pin_pad=self.pin_pad, exponent=money.exponent,
+                          shuffle=self.config.pin_pad.shuffle)
+        self._prompt = prompt
+        if self._stop_requested.is_set():
+            prompt.cancel()
+        self._worker = asyncio.ensure_future(
+            reader.run(lambda: self._card_transaction(session, report, prompt)))
+        try:
+            return await asyncio.shield(self._worker)
+        except (HostClientError, RecordError, PinPadError, SafQueueError) as exc:
+            log.error("sale: %s", exc)
+            return None
+        finally:
+            report.asked = list(prompt.asked)
+            self._worker = None
+            self._prompt = None
+
+    def _card_transaction(self, session: CardSession, report: SaleReport, prompt: UiPrompt) -> _Done:
+        """In the reader's thread: `sale.run_sale` with the touchscreen as the cardholder's
+        prompt and the host client of this loop."""
+        config = self.config
+        fulfil = LanguageWatch(driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,)),
+                               prompt)
+        transaction_type = REFUND if report.refund else 0
+        txn = Transaction(amount=report.amount, when=datetime.datetime.now().astimezone(),
+                          transaction_type=transaction_type)
+        currency = config.kernel.terminal.currency
+        recorder, authorizer = self.recorder, self.authorizer
+        payment: int | None = None
+        if authorizer is not None:
+            payment = authorizer.begin_payment(report.amount, currency, transaction_type)
+        elif recorder is not None:
+            payment = recorder.begin(report.amount, currency, transaction_type)
+        online = _ShowingAuthorizer(authorizer, prompt) if authorizer is not None else None
+        outcome = driver.run(kernel.transaction(config.kernel, txn, rng=os.urandom), fulfil, prompt, online,
+                             sale.offline_policy(config, recorder))
+        for event in outcome.events:  # kernel decisions: no card data (emv.context.Context.note)
+            log.info("kernel: %s", event)
+        log.info("sale: %s%s, TVR %s, TSI %s", outcome.kind.value,
+                 f" ({outcome.reason})" if outcome.reason else "", outcome.tvr.hex().upper(),
+                 outcome.tsi.hex().upper())
+        if outcome.language:
+            prompt.prefer_languages(outcome.language)
+        host = None
+        if authorizer is not None:
+            authorizer.complete(outcome, txn.when)
+            host = authorizer.client.last
+        elif recorder is not None and payment is not None:
+            recorder.complete(payment, outcome, txn.when)
+        record = None
+        if recorder is not None and payment is not None:
+            record = recorder.payments.get(payment).as_dict()
+        alerts: list[str] = []
+        ticket, unjournalled = sale.journal_sale(config, self.journal, outcome, record, host, alerts)
+        if ticket is not None and recorder is not None and payment is not None:
+            crashpoints.reach("ticket.journalled")
+            recorder.payments.set_ticket(payment, ticket["seq"])
+            record = recorder.payments.get(payment).as_dict()
+        return _Done(outcome, record, ticket, host, unjournalled, alerts)
+
+    def _after_card(self, report: SaleReport, done: _Done) -> None:
+        report.outcome, report.payment, report.ticket = done.outcome, done.payment, done.ticket
+        report.host, report.unjournalled = done.host, done.unjournalled
+        if done.unjournalled or done.alerts:
+            self.alerts.add(ALERT_JOURNAL_ERROR if done.unjournalled else ALERT_JOURNAL_INTEGRITY)
+        if done.payment is not None and done.payment["state"] == State.APPROVED_OFFLINE.value \
+                and self.forwarder is not None:
+            self.forwarder.wake()
+        self._figures_at = -1e9  # the queue changed: read its figures again
+        self._poke.set()
+
+    async def _error(self, report: SaleReport, kind: str) -> SaleReport:
+        report.error = kind
+        self._show(Error(kind))
+        if not self._stop_requested.is_set():
+            await asyncio.sleep(self.error_pause)
+        return report
+
+    async def _drop_reader(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(reader.close)
+
+    def _remember(self, report: SaleReport) -> None:
+        self.reports = [*self.reports[-15:], report]
+
+    # --- the status bar ------------------------------------------------------------------------
+
+    async def _publish_status(self) -> None:
+        """Every `status_interval` s (the clock) and at once when poked (a link event, a sale)."""
+        while True:
+            status = self.status()
+            try:
+                self.ui.set_status(status)
+            except Exception:
+                log.exception("the UI failed to take the status")
+            self._last_status = status
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.status_interval)
+            self._poke.clear()
+            if self.forwarder is not None and len(self.forwarder.reports) != self._seen_reports:
+                self._seen_reports = len(self.forwarder.reports)
+                self._figures_at = -1e9
+
+    def status(self) -> Status:
+        """The status bar now: route and signal, battery, the queue's figures, clock, alerts."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._figures_at >= self.figures_interval:
+            self._figures_at = loop.time()
+            self._figures = self._read_figures()
+            self._route_kind = os_route_kind()
+            self._battery = battery()
+        route, bars = None, 0
+        if self.links is not None:
+            snapshot = self.links.snapshot()
+            name = snapshot["route"]
+            details = snapshot.get("details") or {}
+            if name == LINK_CELLULAR:
+                route = details.get("technology") or "4G"
+                bars = int(details.get("bars") or 0)
+            elif name is not None:
+                route, bars = self._route_kind, 4
+        found = self._figures
+        alerts = set(self.alerts) | set(saf_alerts(found) if found else ())
+        pending = {alpha(code): amount for code, amount in found.amount_per_currency.items()} if found else {}
+        percent, charging = self._battery
+        return Status(route=route, signal_bars=max(0, min(4, bars)), battery_percent=percent,
+                      charging=charging, pending_count=found.count if found else 0, pending_amounts=pending,
+                      clock=datetime.datetime.now().astimezone().replace(microsecond=0),
+                      alerts=tuple(sorted(alerts)))
+
+    def _read_figures(self) -> SafFigures | None:
+        if self.recorder is None:
+            return None
+        try:
+            return figures(self.recorder.queue, self.config.offline, datetime.datetime.now(datetime.UTC))
+        except SafQueueError as exc:
+            log.error("status: the queue's figures cannot be read: %s", exc)
+            return self._figures
+
+
+def _minor_units(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_AMOUNT
+
+
+def _outcome_view(outcome: CardOutcome, money: Money) -> Outcome | Error:
+    """What the merchant and the cardholder see of the kernel's outcome."""
+    kind, reason = outcome.kind, outcome.reason
+    if kind.approved:
+        return Outcome(True, money, offline=kind in OFFLINE_KINDS,
+                       signature_required=outcome.signature_required)
+    if reason in ("card_removed", "card_removed_during_completion"):
+        return Error("card_removed")
+    if kind is OutcomeKind.TRY_AGAIN:
+        return Error("try_again")
+    if reason == "card_error":
+        return Error("card_error")
+    return Outcome(False, money, reason=reason)
+
+
+def touch_ui() -> UiPort:
+    """The pygame touchscreen (`ui.app.TouchUi`), imported only when `tpe run` shows one.
+    `ImportError` when it is not installed."""
+    from ui.app import TouchUi
+
+    ui: UiPort = TouchUi()
+    return ui
+
+
+def main(config: AppConfig, ui: UiPort, **options: Any) -> int:
+    """`tpe run`'s body: the terminal until it is stopped; 0 after an orderly stop. A
+    `ScriptedUi` plays without pauses (nobody watches) and stops the terminal after its last
+    sale. `StartError` when a service did not start."""
+    if isinstance(ui, ScriptedUi):
+        options = {"error_pause": 0.0, "outcome_pause": 0.0, **options}
+    terminal = Terminal(config, ui, **options)
+    if isinstance(ui, ScriptedUi) and ui.on_done is None:
+        ui.on_done = lambda: terminal.request_stop("script done")
+    asyncio.run(terminal.run_until_stopped())
+    return 0

@@ -1,0 +1,294 @@
+"""A headless `ui.contract.UiPort` that plays a script: `tpe run --script FILE` (the demo, CI,
+a technician without a screen) and the tests.
+
+It answers the firmware's questions from the script, one `[[sale]]` after the other, and writes
+each screen the firmware shows to its output, one line each, the receipt in full; it never
+writes a PIN. After the last sale it asks the terminal to stop (`then = "stop"`, the default)
+or keeps it idle until SIGTERM (`then = "wait"`).
+
+The script is TOML:
+
+    then = "stop"            # or "wait"
+    language = "fr"          # the merchant's language (ISO 639-1), default French
+
+    [[sale]]
+    amount = 4250            # minor units of the terminal's currency (42.50 EUR)
+    tip = 0                  # minor units, added to the amount
+    refund = false
+    pin = "1234"             # typed when a PIN is asked; leave it out to bypass PIN entry
+    choose = 0               # the application picked on a co-badged card (index), or -1: cancel
+    confirm = true           # the cardholder confirms the amount
+    sign = true              # the cardholder signs when asked
+    receipt = "done"         # or "print"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from firmware.money import CURRENCIES, MAX_AMOUNT, format_amount
+from ui.contract import (
+    LANGUAGES,
+    AmountEntry,
+    AskAmount,
+    AskApplication,
+    AskConfirm,
+    AskPin,
+    AskReceipt,
+    AskSignature,
+    Error,
+    Idle,
+    Outcome,
+    PresentCard,
+    Processing,
+    Question,
+    Receipt,
+    Status,
+    View,
+)
+
+MAX_SCRIPT_BYTES = 1 << 20
+THEN = ("stop", "wait")
+RECEIPT_ANSWERS = ("done", "print")
+_SALE_KEYS = ("amount", "tip", "refund", "pin", "choose", "confirm", "sign", "receipt")
+
+
+class ScriptError(Exception):
+    """A script that cannot be played: which file, which key, and why (never a PIN's value)."""
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        self.file, self.key, self.reason = file, key, reason
+        super().__init__(f"{file}: {key}: {reason}")
+
+
+@dataclass(frozen=True)
+class ScriptedSale:
+    amount: int
+    tip: int = 0
+    refund: bool = False
+    pin: str | None = field(default=None, repr=False)
+    choose: int = 0
+    confirm: bool = True
+    sign: bool = True
+    receipt: str = "done"
+
+
+@dataclass(frozen=True)
+class Script:
+    sales: tuple[ScriptedSale, ...]
+    then: str = "stop"
+    language: str = "fr"
+
+
+def load_script(path: Path) -> Script:
+    """Read and check a script file. `ScriptError` names the file, the key and the reason."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ScriptError(file, "(file)", f"cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SCRIPT_BYTES:
+        raise ScriptError(file, "(file)", f"larger than {MAX_SCRIPT_BYTES} bytes")
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ScriptError(file, "(file)", f"not TOML: {exc}") from None
+    return parse_script(document, file)
+
+
+def parse_script(document: dict[str, Any], file: str = "(script)") -> Script:
+    unknown = sorted(set(document) - {"sale", "then", "language"})
+    if unknown:
+        raise ScriptError(file, unknown[0], "unknown key; known: sale, then, language")
+    then = document.get("then", "stop")
+    if then not in THEN:
+        raise ScriptError(file, "then", f"one of {', '.join(THEN)}")
+    language = document.get("language", "fr")
+    if language not in LANGUAGES:
+        raise ScriptError(file, "language", f"one of {', '.join(LANGUAGES)}")
+    tables = document.get("sale", [])
+    if not isinstance(tables, list):
+        raise ScriptError(file, "sale", "write each sale as a [[sale]] table")
+    sales = tuple(_sale(table, f"sale[{n}]", file) for n, table in enumerate(tables, start=1))
+    return Script(sales, then, language)
+
+
+def _sale(table: Any, where: str, file: str) -> ScriptedSale:
+    if not isinstance(table, dict):
+        raise ScriptError(file, where, "a table")
+    for key in table:
+        if key not in _SALE_KEYS:
+            raise ScriptError(file, f"{where}.{key}", f"unknown key; known: {', '.join(_SALE_KEYS)}")
+
+    def integer(key: str, default: int | None, low: int) -> int:
+        value = table.get(key, default)
+        if value is None:
+            raise ScriptError(file, f"{where}.{key}", "missing")
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_AMOUNT:
+            raise ScriptError(file, f"{where}.{key}", f"an integer from {low} to {MAX_AMOUNT} (minor units)")
+        return value
+
+    def boolean(key: str, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise ScriptError(file, f"{where}.{key}", "true or false")
+        return value
+
+    pin = table.get("pin")
+    if pin is not None and not (isinstance(pin, str) and pin.isascii() and pin.isdigit()
+                                and 4 <= len(pin) <= 12):
+        raise ScriptError(file, f"{where}.pin", "4 to 12 digits, as a string")  # ISO 9564-1, 5.1
+    choose = table.get("choose", 0)
+    if isinstance(choose, bool) or not isinstance(choose, int) or choose < -1:
+        raise ScriptError(file, f"{where}.choose", "an application index from 0, or -1 to cancel")
+    receipt = table.get("receipt", "done")
+    if receipt not in RECEIPT_ANSWERS:
+        raise ScriptError(file, f"{where}.receipt", f"one of {', '.join(RECEIPT_ANSWERS)}")
+    amount = integer("amount", None, 1)
+    tip = integer("tip", 0, 0)
+    if amount + tip > MAX_AMOUNT:
+        raise ScriptError(file, f"{where}.tip", f"amount and tip together are at most {MAX_AMOUNT}")
+    return ScriptedSale(amount, tip, boolean("refund", False), pin, choose, boolean("confirm", True),
+                        boolean("sign", True), receipt)
+
+
+def describe(item: View | Question) -> str:
+    """One line for a screen or a question: what a technician reads on the console (no PIN)."""
+    money = getattr(item, "money", None)
+    amount = f" {format_amount(money.amount, money.exponent)} {money.currency}" if money is not None else ""
+    match item:
+        case Idle():
+            return "screen idle"
+        case PresentCard(refund=refund):
+            return f"screen present card{amount}" + (" (refund)" if refund else "")
+        case Processing(step=step):
+            return f"screen processing: {step}"
+        case Outcome(approved=approved, reason=reason, offline=offline, signature_required=signature):
+            words = "APPROVED" if approved else "DECLINED"
+            extra = [word for word, on in (("offline", offline), ("signature", signature)) if on]
+            return (f"screen {words}{amount}" + (f" ({reason})" if reason else "")
+                    + (f" [{', '.join(extra)}]" if extra else ""))
+        case Receipt():
+            return "screen receipt"
+        case Error(kind=kind):
+            return f"screen error: {kind}"
+        case AskAmount(currency=currency):
+            return f"ask amount ({currency})"
+        case AskApplication(labels=labels):
+            return f"ask application: {' | '.join(labels)}"
+        case AskConfirm():
+            return f"ask confirm{amount}"
+        case AskPin(online=online, tries_left=tries, last_try=last):
+            return (f"ask PIN{amount} ({'online' if online else 'offline'}"
+                    + (f", {tries} tries left" if tries is not None else "")
+                    + (", LAST TRY" if last else "") + ")")
+        case AskSignature():
+            return f"ask signature{amount}"
+        case AskReceipt():
+            return "ask receipt"
+    return f"screen {type(item).__name__}"
+
+
+class ScriptedUi:
+    """`ui.contract.UiPort` answering from a `Script`. `views`, `questions` and `statuses` keep
+    what the firmware did, for tests; `before_answer(question)` (tests) runs before each answer.
+    `on_done` is called once the script has no sale left (`then = "stop"`)."""
+
+    def __init__(self, script: Script, *, out: TextIO | None = None,
+                 on_done: Callable[[], None] | None = None,
+                 before_answer: Callable[[Question], Any] | None = None) -> None:
+        self.script = script
+        self.out = out if out is not None else sys.stdout
+        self.on_done = on_done
+        self.before_answer = before_answer
+        self.views: list[View] = []
+        self.questions: list[Question] = []
+        self.statuses: list[Status] = []
+        self.languages: list[str] = []  # the cardholder language of each switch
+        self._next = 0
+        self._sale: ScriptedSale | None = None
+        self._idle_forever: asyncio.Future[None] | None = None
+
+    def _say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    # --- UiPort ---------------------------------------------------------------------------
+
+    def show(self, view: View) -> None:
+        self.views.append(view)
+        self._say(describe(view))
+
+    def set_status(self, status: Status) -> None:
+        if not self.statuses or dataclasses.replace(self.statuses[-1], clock=None) != dataclasses.replace(
+                status, clock=None):
+            pending = ", ".join(f"{format_amount(a, CURRENCIES.get(c, (0, 2))[1])} {c}"
+                                for c, a in sorted(status.pending_amounts.items()))
+            self._say(f"status route {status.route or 'none'} ({status.signal_bars} bars), "
+                      f"{status.pending_count} pending" + (f" ({pending})" if pending else "")
+                      + (f", alerts {', '.join(status.alerts)}" if status.alerts else ""))
+        self.statuses.append(status)
+        del self.statuses[:-100]
+
+    def cardholder_language(self, preferences: Sequence[str]) -> str:
+        chosen = next((code for code in preferences if code in LANGUAGES), self.script.language)
+        self.languages.append(chosen)
+        self._say(f"cardholder language {chosen}")
+        return chosen
+
+    async def ask(self, question: Question) -> Any:
+        self.questions.append(question)
+        self._say(describe(question))
+        if isinstance(question, AskAmount):
+            if self._next >= len(self.script.sales):
+                return await self._finished()
+            self._sale = self.script.sales[self._next]
+            self._next += 1
+        if self.before_answer is not None:
+            done = self.before_answer(question)
+            if asyncio.iscoroutine(done):
+                await done
+        return self._answer(question)
+
+    def _answer(self, question: Question) -> Any:
+        sale = self._sale
+        if sale is None:  # a question outside a sale: nothing scripted for it
+            return None
+        match question:
+            case AskAmount():
+                return AmountEntry(sale.amount, sale.tip, sale.refund)
+            case AskApplication(labels=labels):
+                return sale.choose if 0 <= sale.choose < len(labels) else None
+            case AskConfirm():
+                return sale.confirm
+            case AskPin():
+                return sale.pin
+            case AskSignature():
+                return sale.sign
+            case AskReceipt(receipt=receipt):
+                for line in receipt.lines:
+                    self._say(f"  | {line}")
+                return sale.receipt
+        return None
+
+    async def _finished(self) -> None:
+        """No sale left: stop the terminal, or stay idle until it is stopped."""
+        self._sale = None
+        if self.script.then == "stop" and self.on_done is not None:
+            self.on_done()
+            return None
+        self._idle_forever = asyncio.get_running_loop().create_future()
+        await self._idle_forever
+        return None
+
+    @property
+    def played(self) -> int:
+        """The sales begun so far."""
+        return self._next
