@@ -48,7 +48,7 @@ from firmware.host_client import AuthorizationReport, HostClient, HostClientErro
 from firmware.host_store import HostStore, HostStoreError
 from firmware.journal import Journal, JournalError
 from firmware.links import LinkManager
-from firmware.money import MAX_AMOUNT, alpha
+from firmware.money import CURRENCIES, MAX_AMOUNT, alpha
 from firmware.payment_records import REFUND, PaymentRecorder, RecordError
 from firmware.payments import State
 from firmware.pin_pad import PinPad, PinPadError
@@ -61,8 +61,13 @@ from firmware.terminal_keys import TerminalKeys, TerminalKeysError
 from firmware.ui_prompt import LanguageWatch, UiPrompt
 from firmware.ui_script import ScriptedUi
 from ui.contract import (
+    OPEN_MENU,
+    SEND_NOW,
     AmountEntry,
     AskAmount,
+    AskCancel,
+    AskMenu,
+    AskOfflineQueue,
     AskReceipt,
     Error,
     Idle,
@@ -79,6 +84,7 @@ from ui.contract import (
 log = logging.getLogger(__name__)
 
 CARD_WAIT = 60.0  # seconds the present-card screen waits for a card before going back to idle
+CARD_SLICE = 1.0  # seconds of each wait for the card in pcscd
 ERROR_PAUSE = 3.0  # seconds an error screen stays before idle
 OUTCOME_PAUSE = 2.0  # seconds the outcome stays before the receipt or idle
 STATUS_INTERVAL = 1.0  # the status bar's clock
@@ -196,13 +202,38 @@ class CardReader:
         self._reader = AsyncReader(factory)
         self._wanted = name
         self.name: str | None = None
+        self._letting_go: set[asyncio.Future[None]] = set()
 
     async def card(self, timeout: float) -> CardSession:
-        """The card, once one is in the reader (`CardTimeoutError` after `timeout` s)."""
+        """The card, once one is in the reader (`CardTimeoutError` after `timeout` s). Waits in
+        slices of `CARD_SLICE` s in pcscd (SCardGetStatusChange sleeps there), so that a
+        cancelled wait frees the reader's thread soon; a card connected just as the wait was
+        cancelled is let go."""
         if self.name is None:
             self.name = await self._reader.run(lambda r: r.pick(self._wanted))
         name = self.name
-        return await self._reader.run(lambda r: r.connect_when_ready(name, timeout))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise CardTimeoutError(f"no card in {timeout:g} s")
+            wait = min(CARD_SLICE, left)
+            attempt = asyncio.ensure_future(
+                self._reader.run(lambda r, wait=wait: r.connect_when_ready(name, wait)))
+            try:
+                return await asyncio.shield(attempt)
+            except CardTimeoutError:
+                continue
+            except asyncio.CancelledError:
+                attempt.add_done_callback(self._let_go)
+                raise
+
+    def _let_go(self, attempt: asyncio.Future[CardSession]) -> None:
+        if not attempt.cancelled() and attempt.exception() is None:
+            task = asyncio.ensure_future(self.disconnect(attempt.result()))
+            self._letting_go.add(task)
+            task.add_done_callback(self._letting_go.discard)
 
     async def run(self, call: Callable[[], Any]) -> Any:
         return await self._reader.run(lambda _r: call())
@@ -469,8 +500,12 @@ class Terminal:
         merchant keyed no amount."""
         terminal = self.config.kernel.terminal
         self._show(Idle())
-        entry = await self.ui.ask(AskAmount(alpha(terminal.currency), terminal.currency_exponent))
+        entry = await self.ui.ask(AskAmount(alpha(terminal.currency), terminal.currency_exponent,
+                                            menu=self.forwarder is not None))
         if entry is None or self._stop_requested.is_set():
+            return None
+        if entry == OPEN_MENU:
+            await self.merchant_menu()
             return None
         if not (isinstance(entry, AmountEntry) and _minor_units(entry.amount, 1)
                 and _minor_units(entry.tip, 0) and entry.amount + entry.tip <= MAX_AMOUNT):
@@ -483,9 +518,8 @@ class Terminal:
         reader = self._open_reader()
         if reader is None:
             return await self._error(report, "reader_missing")
-        self._show(PresentCard(money, refund=report.refund))
         try:
-            session = await reader.card(self.card_wait)
+            session = await self._present_card(reader, PresentCard(money, refund=report.refund))
         except CardTimeoutError:
             log.info("sale: no card within %g s", self.card_wait)
             return report
@@ -493,6 +527,10 @@ class Terminal:
             log.error("reader: %s", exc)
             await self._drop_reader()
             return await self._error(report, "reader_missing")
+        if session is None:
+            log.info("sale: cancelled on the present-card screen")
+            report.error = "cancelled"
+            return report
         try:
             self._show(Processing("reading"))
             done = await self._transact(reader, session, report, money)
@@ -500,7 +538,7 @@ class Terminal:
             await reader.disconnect(session)
         if done is None:
             return await self._error(report, "try_again")
-        self._after_card(report, done)
+        self._after_card(done)
         view = _outcome_view(done.outcome, money)
         if isinstance(view, Error):
             return await self._error(report, view.kind)
@@ -514,6 +552,62 @@ class Terminal:
             if answer == "print":
                 log.info("sale: receipt printing asked, no printer configured")
         return report
+
+    # --- the merchant's menu -------------------------------------------------------------------
+
+    MENU = ("sale", "offline_queue")  # the flows this firmware runs so far (`ui.contract.MENU_ITEMS`)
+
+    async def merchant_menu(self) -> None:
+        """The menu the keypad opened: the offline queue with "send now"; "sale" goes back to
+        the keypad."""
+        choice = await self.ui.ask(AskMenu(self.MENU))
+        if choice == "offline_queue":
+            await self.offline_queue()
+
+    async def offline_queue(self) -> None:
+        """The offline payments waiting for the bank, until the merchant goes back; "send now"
+        forwards the queue at once."""
+        while self.recorder is not None:
+            try:
+                items = self.recorder.queue.pending(1000, "advice")
+            except SafQueueError as exc:
+                log.error("offline queue: %s", exc)
+                return
+            payments = tuple(Money(item.amount, code, CURRENCIES.get(code, (0, 2))[1])
+                             for item in items for code in (alpha(item.currency),))
+            if await self.ui.ask(AskOfflineQueue(payments)) != SEND_NOW or self.forwarder is None:
+                return
+            self._show(Processing("forwarding"))
+            await self.forwarder.forward_once()
+            self._figures_at = -1e9
+            self._poke.set()
+
+    # --- the card ----------------------------------------------------------------------------
+
+    async def _present_card(self, reader: CardReader, view: PresentCard) -> CardSession | None:
+        """The card, or None when the merchant cancels on the screen (`AskCancel`) first; the
+        question is withdrawn when the card comes first."""
+        card = asyncio.ensure_future(reader.card(self.card_wait))
+        cancel = asyncio.ensure_future(self.ui.ask(AskCancel(view)))
+        cancelled = False
+        try:
+            await asyncio.wait({card, cancel}, return_when=asyncio.FIRST_COMPLETED)
+            if cancel.done() and not cancel.cancelled():
+                if cancel.exception() is not None:
+                    log.error("the UI failed on the present-card screen: %r", cancel.exception())
+                cancelled = cancel.exception() is None and cancel.result() is True
+            if not cancelled:
+                await asyncio.wait({card})
+        finally:
+            for task in (cancel, card):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(cancel, card, return_exceptions=True)
+        if cancelled:
+            if not card.cancelled() and card.exception() is None:
+                await reader.disconnect(card.result())  # it came at the same moment: let it go
+            return None
+        return card.result()
 
     async def _transact(self, reader: CardReader, session: CardSession, report: SaleReport,
                         money: Money) -> _Done | None:
@@ -577,11 +671,13 @@ class Terminal:
             crashpoints.reach("ticket.journalled")
             recorder.payments.set_ticket(payment, ticket["seq"])
             record = recorder.payments.get(payment).as_dict()
-        return _Done(outcome, record, ticket, host, unjournalled, alerts)
+        done = _Done(outcome, record, ticket, host, unjournalled, alerts)
+        # the report is complete even when the flow is cancelled (stop) before it resumes
+        report.outcome, report.payment, report.ticket = outcome, record, ticket
+        report.host, report.unjournalled = host, unjournalled
+        return done
 
-    def _after_card(self, report: SaleReport, done: _Done) -> None:
-        report.outcome, report.payment, report.ticket = done.outcome, done.payment, done.ticket
-        report.host, report.unjournalled = done.host, done.unjournalled
+    def _after_card(self, done: _Done) -> None:
         if done.unjournalled or done.alerts:
             self.alerts.add(ALERT_JOURNAL_ERROR if done.unjournalled else ALERT_JOURNAL_INTEGRITY)
         if done.payment is not None and done.payment["state"] == State.APPROVED_OFFLINE.value \

@@ -20,6 +20,10 @@ The script is TOML:
     confirm = true           # the cardholder confirms the amount
     sign = true              # the cardholder signs when asked
     receipt = "done"         # or "print"
+    cancel = false           # the merchant cancels on the present-card screen
+
+The present-card screen waits for the card (the firmware withdraws it when the card comes);
+the merchant menu and the offline queue are left at once.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ from ui.contract import (
     AmountEntry,
     AskAmount,
     AskApplication,
+    AskCancel,
     AskConfirm,
+    AskMenu,
+    AskOfflineQueue,
     AskPin,
     AskReceipt,
     AskSignature,
@@ -57,7 +64,7 @@ from ui.contract import (
 MAX_SCRIPT_BYTES = 1 << 20
 THEN = ("stop", "wait")
 RECEIPT_ANSWERS = ("done", "print")
-_SALE_KEYS = ("amount", "tip", "refund", "pin", "choose", "confirm", "sign", "receipt")
+_SALE_KEYS = ("amount", "tip", "refund", "pin", "choose", "confirm", "sign", "receipt", "cancel")
 
 
 class ScriptError(Exception):
@@ -78,6 +85,7 @@ class ScriptedSale:
     confirm: bool = True
     sign: bool = True
     receipt: str = "done"
+    cancel: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,7 @@ def _sale(table: Any, where: str, file: str) -> ScriptedSale:
     if amount + tip > MAX_AMOUNT:
         raise ScriptError(file, f"{where}.tip", f"amount and tip together are at most {MAX_AMOUNT}")
     return ScriptedSale(amount, tip, boolean("refund", False), pin, choose, boolean("confirm", True),
-                        boolean("sign", True), receipt)
+                        boolean("sign", True), receipt, boolean("cancel", False))
 
 
 def describe(item: View | Question) -> str:
@@ -193,6 +201,12 @@ def describe(item: View | Question) -> str:
             return f"ask signature{amount}"
         case AskReceipt():
             return "ask receipt"
+        case AskCancel(view=view):
+            return f"{describe(view)} (cancel offered)"
+        case AskMenu(items=items):
+            return f"ask menu: {' | '.join(items)}"
+        case AskOfflineQueue(payments=payments):
+            return f"ask offline queue: {len(payments)} payment(s)"
     return f"screen {type(item).__name__}"
 
 
@@ -245,6 +259,8 @@ class ScriptedUi:
 
     async def ask(self, question: Question) -> Any:
         self.questions.append(question)
+        if isinstance(question, AskCancel):
+            self.views.append(question.view)
         self._say(describe(question))
         if isinstance(question, AskAmount):
             if self._next >= len(self.script.sales):
@@ -255,6 +271,8 @@ class ScriptedUi:
             done = self.before_answer(question)
             if asyncio.iscoroutine(done):
                 await done
+        if isinstance(question, AskCancel) and not (self._sale is not None and self._sale.cancel):
+            await asyncio.get_running_loop().create_future()  # until the firmware withdraws it
         return self._answer(question)
 
     def _answer(self, question: Question) -> Any:
@@ -276,6 +294,8 @@ class ScriptedUi:
                 for line in receipt.lines:
                     self._say(f"  | {line}")
                 return sale.receipt
+            case AskCancel():
+                return sale.cancel
         return None
 
     async def _finished(self) -> None:
