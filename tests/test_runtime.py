@@ -265,3 +265,30 @@ def test_config_digest_is_the_files_sha256(tmp_path: Path) -> None:
 
     path = _config(tmp_path)
     assert runtime.config_digest(load_config(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- the systemd unit ---------------------------------------------------------------------------
+
+def _unit(path: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_the_unit_notifies_is_watched_restarts_and_keeps_the_state_where_the_firmware_looks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from firmware.config import default_state_folder
+
+    unit = _unit(ROOT / "deploy" / "tpe.service")
+    assert unit["Type"] == ["notify"] and unit["Restart"] == ["always"]
+    assert int(unit["WatchdogSec"][0]) > 0
+    assert unit["ExecStart"][0].split()[1:3] == ["run", "--config"]
+    environment = dict(item.split("=", 1) for item in unit["Environment"])
+    assert environment["SDL_VIDEODRIVER"] == "kmsdrm"
+    monkeypatch.setenv("XDG_STATE_HOME", environment["XDG_STATE_HOME"])
+    # systemd makes /var/lib/<StateDirectory> for the service's user
+    assert default_state_folder() == Path("/var/lib") / unit["StateDirectory"][0]
+    assert unit["User"] != ["root"]
