@@ -141,17 +141,23 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(args, "config", str(exc), EXIT_USAGE)
     ui: Any
+    if args.screenshots is not None and args.script is None:
+        return _fail(args, "usage", "--screenshots goes with --script", EXIT_USAGE)
     if args.script is not None:
         try:
-            ui = ScriptedUi(load_script(args.script))
+            script = load_script(args.script)
+            inner = runtime.touch_ui(headless=True) if args.screenshots is not None else None
         except ScriptError as exc:
             return _fail(args, "usage", str(exc), EXIT_USAGE)
+        except Exception as exc:  # ImportError, or the UI's own error: said, never a traceback
+            return _fail(args, "ui", f"the touchscreen cannot draw the screenshots: {exc}", EXIT_USAGE)
+        ui = ScriptedUi(script, inner=inner, screenshots=args.screenshots)
     else:
         try:
             ui = runtime.touch_ui()
-        except ImportError as exc:
-            return _fail(args, "usage", f"no touchscreen UI ({exc}): pass --script FILE to run headless",
-                         EXIT_USAGE)
+        except Exception as exc:  # ImportError, or the UI's own error
+            return _fail(args, "ui", f"the touchscreen cannot start ({exc}): pass --script FILE to run "
+                                     "headless", EXIT_USAGE)
     try:
         return runtime.main(config, ui)
     except runtime.StartError as exc:
@@ -574,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
     run.add_argument("--script", type=Path, metavar="FILE",
                      help="headless: answer the terminal's questions from this script, print every screen")
+    run.add_argument("--screenshots", type=Path, metavar="DIR",
+                     help="with --script: draw every screen off screen too and save it there as PNG")
     run.set_defaults(func=_run)
 
     payments = sub.add_parser("payments", help="the payments this terminal took, with their state")

@@ -350,7 +350,8 @@ class Terminal:
             self._tasks["forwarder"] = loop.create_task(self.forwarder.run(), name="forwarder")
         run_ui = getattr(self.ui, "run", None)
         if callable(run_ui) and inspect.iscoroutinefunction(run_ui):
-            self._tasks["ui"] = loop.create_task(run_ui(), name="ui")
+            task = self._tasks["ui"] = loop.create_task(run_ui(), name="ui")
+            task.add_done_callback(self._ui_ended)
         self._tasks["status"] = loop.create_task(self._publish_status(), name="status")
         self._tasks["watchdog"] = loop.create_task(self.notifier.keep_alive(), name="watchdog")
 
@@ -378,6 +379,14 @@ class Terminal:
         self.authorizer = sale.RoutedAuthorizer(self.client, asyncio.get_running_loop(), self.links, problems)
         self.forwarder = Forwarder(self.client, self.links, retry=self.forward_retry)
         self.links.subscribe(lambda _event: self._poke.set())
+
+    def _ui_ended(self, task: asyncio.Task[Any]) -> None:
+        """The UI's own task ended (its window closed, or it failed): the terminal stops."""
+        if task.cancelled() or self._stop_requested.is_set():
+            return
+        if task.exception() is not None:
+            log.error("the UI stopped: %r", task.exception())
+        self.request_stop("the UI stopped")
 
     def _open_reader(self) -> CardReader | None:
         if self.reader is None:
@@ -420,19 +429,14 @@ class Terminal:
         log.info("terminal: stopped")
 
     async def _stop_services(self, cause: str) -> None:
-        for name in ("ui", "forwarder", "links", "status", "watchdog"):
+        await self._stop_ui()
+        for name in ("forwarder", "links", "status", "watchdog"):
             task = self._tasks.pop(name, None)
             if task is None:
                 continue
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, STOP_TIMEOUT)
-        stop_ui = getattr(self.ui, "stop", None)
-        if callable(stop_ui):
-            with contextlib.suppress(Exception):
-                result = stop_ui()
-                if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, STOP_TIMEOUT)
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.close(), STOP_TIMEOUT)
@@ -457,6 +461,22 @@ class Terminal:
         if self.store is not None:
             with contextlib.suppress(Exception):
                 self.store.close()
+
+    async def _stop_ui(self) -> None:
+        """The UI's `stop()`, its run task awaited (cancelled if it lingers), then `close()`."""
+        for method in ("stop", "close"):
+            call = getattr(self.ui, method, None)
+            if callable(call):
+                try:
+                    result = call()
+                    if inspect.isawaitable(result):
+                        await asyncio.wait_for(result, STOP_TIMEOUT)
+                except Exception:
+                    log.exception("the UI's %s failed", method)
+            task = self._tasks.pop("ui", None)
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, STOP_TIMEOUT)
 
     async def run_until_stopped(self) -> None:
         """Start, serve until SIGTERM, SIGINT or `request_stop`, stop. Call on the main thread."""
@@ -776,13 +796,14 @@ def _outcome_view(outcome: CardOutcome, money: Money) -> Outcome | Error:
     return Outcome(False, money, reason=reason)
 
 
-def touch_ui() -> UiPort:
-    """The pygame touchscreen (`ui.app.TouchUi`), imported only when `tpe run` shows one.
-    `ImportError` when it is not installed."""
+def touch_ui(*, headless: bool = False) -> Any:
+    """The pygame touchscreen (`ui.app.TouchUi`), imported only when `tpe run` shows one:
+    full screen on the device's display (SDL_VIDEODRIVER=kmsdrm, deploy/tpe.service), a window
+    on a desktop, off screen when `headless`. `ImportError` when it is not installed."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame's banner is no log line
     from ui.app import TouchUi
 
-    ui: UiPort = TouchUi()
-    return ui
+    return TouchUi(fullscreen=os.environ.get("SDL_VIDEODRIVER") == "kmsdrm", headless=headless)
 
 
 def main(config: AppConfig, ui: UiPort, **options: Any) -> int:

@@ -24,6 +24,10 @@ The script is TOML:
 
 The present-card screen waits for the card (the firmware withdraws it when the card comes);
 the merchant menu and the offline queue are left at once.
+
+With an `inner` UI (the touchscreen off screen, `tpe run --script FILE --screenshots DIR`) every
+view and every question is also shown there, and a screenshot of each is written to
+`screenshots` as NN-<name>.png; the script still gives the answers.
 """
 
 from __future__ import annotations
@@ -217,8 +221,12 @@ class ScriptedUi:
 
     def __init__(self, script: Script, *, out: TextIO | None = None,
                  on_done: Callable[[], None] | None = None,
-                 before_answer: Callable[[Question], Any] | None = None) -> None:
+                 before_answer: Callable[[Question], Any] | None = None,
+                 inner: Any = None, screenshots: Path | None = None) -> None:
         self.script = script
+        self.inner = inner
+        self.screenshots = screenshots
+        self.shots: list[Path] = []
         self.out = out if out is not None else sys.stdout
         self.on_done = on_done
         self.before_answer = before_answer
@@ -236,11 +244,31 @@ class ScriptedUi:
 
     # --- UiPort ---------------------------------------------------------------------------
 
+    def _snap(self, item: View | Question) -> None:
+        if self.inner is None or self.screenshots is None:
+            return
+        path = self.screenshots / f"{len(self.shots) + 1:02d}-{type(item).__name__.lower()}.png"
+        try:
+            self.shots.append(self.inner.screenshot(path))
+        except Exception as exc:  # a screenshot is a by-product: the sale goes on
+            self._say(f"screenshot {path} not written: {exc}")
+
+    def close(self) -> None:
+        """Close the inner UI (its display)."""
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
+
     def show(self, view: View) -> None:
         self.views.append(view)
         self._say(describe(view))
+        if self.inner is not None:
+            self.inner.show(view)
+            self._snap(view)
 
     def set_status(self, status: Status) -> None:
+        if self.inner is not None:
+            self.inner.set_status(status)
         if not self.statuses or dataclasses.replace(self.statuses[-1], clock=None) != dataclasses.replace(
                 status, clock=None):
             pending = ", ".join(f"{format_amount(a, CURRENCIES.get(c, (0, 2))[1])} {c}"
@@ -253,6 +281,8 @@ class ScriptedUi:
 
     def cardholder_language(self, preferences: Sequence[str]) -> str:
         chosen = next((code for code in preferences if code in LANGUAGES), self.script.language)
+        if self.inner is not None:
+            chosen = self.inner.cardholder_language(preferences)
         self.languages.append(chosen)
         self._say(f"cardholder language {chosen}")
         return chosen
@@ -262,6 +292,19 @@ class ScriptedUi:
         if isinstance(question, AskCancel):
             self.views.append(question.view)
         self._say(describe(question))
+        mirror: asyncio.Future[Any] | None = None
+        if self.inner is not None:  # the question's screen, shown while the script answers
+            mirror = asyncio.ensure_future(self.inner.ask(question))
+            await asyncio.sleep(0)
+            self._snap(question)
+        try:
+            return await self._play(question)
+        finally:
+            if mirror is not None:
+                mirror.cancel()
+                await asyncio.gather(mirror, return_exceptions=True)
+
+    async def _play(self, question: Question) -> Any:
         if isinstance(question, AskAmount):
             if self._next >= len(self.script.sales):
                 return await self._finished()

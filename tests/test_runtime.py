@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 
 from firmware import logs, runtime
 from firmware.config import load_config
+from firmware.reader import CardTimeoutError, NoServiceError
 from firmware.sd_notify import Notifier
 from firmware.ui_script import ScriptedUi, ScriptError, load_script, parse_script
-from ui.contract import AskAmount, Idle
+from ui.contract import AskAmount, AskCancel, Error, Idle, Money, PresentCard
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "firmware" / "defaults" / "terminal.toml"
@@ -292,3 +293,110 @@ def test_the_unit_notifies_is_watched_restarts_and_keeps_the_state_where_the_fir
     # systemd makes /var/lib/<StateDirectory> for the service's user
     assert default_state_folder() == Path("/var/lib") / unit["StateDirectory"][0]
     assert unit["User"] != ["root"]
+
+
+# --- the sale flow without a card ----------------------------------------------------------------
+
+class _EmptyReader:
+    """A PC/SC reader in which no card ever comes (`firmware.reader.PcscReader`'s methods)."""
+
+    def pick(self, name: str | None) -> str:
+        return "Empty Reader 00 00"
+
+    def connect_when_ready(self, reader: str, timeout: float | None = None, protocol: str = "any") -> None:
+        time.sleep(min(timeout or 0.05, 0.05))
+        raise CardTimeoutError("no card")
+
+    def cancel(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _no_pcscd() -> None:
+    raise NoServiceError("SCardEstablishContext: pcscd not running")
+
+
+def _play(tmp_path: Path, document: dict, **options: object) -> tuple[runtime.Terminal, ScriptedUi]:
+    ui = ScriptedUi(parse_script(document), out=io.StringIO())
+
+    async def scenario() -> runtime.Terminal:
+        terminal = runtime.Terminal(load_config(_config(tmp_path)), ui, notifier=Notifier({}), error_pause=0,
+                                    outcome_pause=0, **options)
+        ui.on_done = lambda: terminal.request_stop("script done")
+        await terminal.run_until_stopped()
+        return terminal
+
+    return asyncio.run(scenario()), ui
+
+
+def test_no_reader_shows_reader_missing_and_goes_back_to_idle(tmp_path: Path) -> None:
+    terminal, ui = _play(tmp_path, {"sale": [{"amount": 500}]}, reader_factory=_no_pcscd)
+    assert ui.views == [Idle(), Error("reader_missing"), Idle()]
+    assert [report.error for report in terminal.reports] == ["reader_missing"]
+    assert _journal_types(tmp_path / "state")[-1] == "stop"
+
+
+def test_cancel_on_the_present_card_screen_goes_back_to_idle(tmp_path: Path) -> None:
+    terminal, ui = _play(tmp_path, {"sale": [{"amount": 500, "cancel": True}, {"amount": 700}]},
+                         reader_factory=_EmptyReader, card_wait=0.3)
+    money = [Money(500, "EUR", 2), Money(700, "EUR", 2)]
+    assert ui.views == [Idle(), PresentCard(money[0]), Idle(), PresentCard(money[1]), Idle()]
+    # the first cancelled at once; the second waited for its card until card_wait ran out
+    assert [report.error for report in terminal.reports] == ["cancelled", None]
+    assert sum(isinstance(q, AskCancel) for q in ui.questions) == 2
+
+
+class _Screens:
+    """An inner UI that records what it is shown and "draws" a file per screenshot."""
+
+    def __init__(self) -> None:
+        self.shown: list[object] = []
+        self.asked: list[object] = []
+        self.withdrawn = 0
+        self.closed = False
+
+    def show(self, view: object) -> None:
+        self.shown.append(view)
+
+    async def ask(self, question: object) -> object:
+        self.asked.append(question)
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            self.withdrawn += 1
+            raise
+
+    def set_status(self, status: object) -> None:
+        pass
+
+    def cardholder_language(self, preferences: object) -> str:
+        return "de"
+
+    def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"png")
+        return path
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_screenshots_of_every_screen_through_the_inner_ui(tmp_path: Path) -> None:
+    inner = _Screens()
+    ui = ScriptedUi(parse_script({"sale": [{"amount": 500}]}), out=io.StringIO(), inner=inner,
+                    screenshots=tmp_path / "shots")
+
+    async def scenario() -> runtime.Terminal:
+        terminal = runtime.Terminal(load_config(_config(tmp_path)), ui, notifier=Notifier({}), error_pause=0,
+                                    reader_factory=_no_pcscd)
+        ui.on_done = lambda: terminal.request_stop("script done")
+        await terminal.run_until_stopped()
+        return terminal
+
+    asyncio.run(scenario())
+    names = [path.name for path in sorted((tmp_path / "shots").iterdir())]
+    assert names == ["01-idle.png", "02-askamount.png", "03-error.png", "04-idle.png", "05-askamount.png"]
+    assert inner.shown == ui.views and inner.asked == ui.questions
+    assert inner.withdrawn == 2 and inner.closed  # each question's screen left once answered

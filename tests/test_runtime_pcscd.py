@@ -31,9 +31,11 @@ from sim.card.profile import load_profile
 from sim.host.server import HostSimulator
 from sim.host.test_pki import make_test_pki
 from ui.contract import (
+    SEND_NOW,
     AskAmount,
     AskCancel,
     AskConfirm,
+    AskOfflineQueue,
     AskPin,
     AskReceipt,
     Error,
@@ -110,11 +112,23 @@ def test_online_sale_with_pin_approved_journalled_views_in_order(pcscd_daemon, s
     assert "1234" not in text and load_profile("language_de").applications[0].pan not in text
 
 
+class _QueueUi(ScriptedUi):
+    """Answers the offline queue screen with "send now" once, then goes back."""
+
+    queues: list[tuple[Money, ...]]
+
+    async def ask(self, question: Any) -> Any:
+        if isinstance(question, AskOfflineQueue):
+            self.queues = [*getattr(self, "queues", []), question.payments]
+            return SEND_NOW if len(self.queues) == 1 else None
+        return await super().ask(question)
+
+
 def test_offline_sale_during_an_outage_is_forwarded_when_the_host_returns(pcscd_daemon, server,
                                                                          tmp_path: Path) -> None:
     server("new_card_online")  # under the floor limit, asks to go online; approves offline (Y3)
     port = _free_port()
-    ui = ScriptedUi(parse_script({"then": "wait", "sale": [{"amount": 1000}]}), out=io.StringIO())
+    ui = _QueueUi(parse_script({"then": "wait", "sale": [{"amount": 1000}]}), out=io.StringIO())
 
     async def scenario() -> tuple[Terminal, list[Any], int, int]:
         host = HostSimulator(tmp_path / "pki", port=port, ledger=tmp_path / "ledger.sqlite3")  # not listening
@@ -126,6 +140,7 @@ def test_offline_sale_during_an_outage_is_forwarded_when_the_host_returns(pcscd_
             await _until(lambda: sum(isinstance(q, AskAmount) for q in ui.questions) == 2)  # idle again
             await _until(lambda: ui.statuses and ui.statuses[-1].pending_count == 1)
             pending = ui.statuses[-1]
+            await terminal.offline_queue()  # the merchant's "send now" while the host is still away
             await host.start()  # the host is back: the link manager's check says "up"
             await _until(lambda: terminal.recorder.queue.status().count == 0)
             await _until(lambda: ui.statuses[-1].pending_count == 0)
@@ -143,6 +158,8 @@ def test_offline_sale_during_an_outage_is_forwarded_when_the_host_returns(pcscd_
     assert report.outcome is not None and report.outcome.kind is OutcomeKind.APPROVED_UNABLE_ONLINE
     assert report.payment is not None and report.payment["state"] == "approved_offline"
     assert (count, amount) == (1, 1000)
+    assert ui.queues == [(money,), (money,)]  # sent now, not acknowledged: still there
+    assert Processing("forwarding") in ui.views
     (entry,) = entries
     assert entry.advice and entry.amount == 1000 and entry.approved
     audit = [kind for kind, _ in _journal(tmp_path / "state", "audit")]
