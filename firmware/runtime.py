@@ -294,8 +294,6 @@ class Terminal:
         self._route_kind = "ethernet"
         self._battery: tuple[int | None, bool] = (None, False)
         self._seen_reports = 0
-        self._last_status: Status | None = None
-        self._started = False
         self._stopped = False
 
     # --- start and stop ----------------------------------------------------------------------
@@ -309,7 +307,6 @@ class Terminal:
         except BaseException:
             await self._stop_services("start failed")
             raise
-        self._started = True
         self._flows = self._loop.create_task(self._serve(), name="sale-flow")
         self.notifier.ready("idle")
         log.info("terminal: started (%s)", software_version())
@@ -732,7 +729,6 @@ class Terminal:
                 self.ui.set_status(status)
             except Exception:
                 log.exception("the UI failed to take the status")
-            self._last_status = status
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self.status_interval)
             self._poke.clear()

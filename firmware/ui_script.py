@@ -347,6 +347,7 @@ class ScriptedUi:
         if self.script.then == "stop" and self.on_done is not None:
             self.on_done()
             return None
+        # "wait", or nobody to tell: idle until the firmware withdraws the question (its stop)
         self._idle_forever = asyncio.get_running_loop().create_future()
         await self._idle_forever
         return None
