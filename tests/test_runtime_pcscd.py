@@ -200,7 +200,8 @@ def test_card_pulled_during_pin_entry_shows_card_removed_and_ends_the_payment(pc
         payments.queue.close()
 
 
-def test_a_whole_sale_through_tpe_run_logs_no_pan_pin_or_track2(pcscd_daemon, server, tmp_path: Path) -> None:
+def test_a_whole_sale_through_tpe_run_logs_no_pan_pin_or_track2_and_draws_every_screen(
+        pcscd_daemon, server, tmp_path: Path) -> None:
     pki = make_test_pki(tmp_path / "pki")
     host = start_sim_host(pki, tmp_path / "ledger.sqlite3")
     try:
@@ -208,9 +209,11 @@ def test_a_whole_sale_through_tpe_run_logs_no_pan_pin_or_track2(pcscd_daemon, se
         server("visa_cda_online")
         script = tmp_path / "sale.toml"
         script.write_text('[[sale]]\namount = 10000\npin = "1234"\n')
-        result = subprocess.run([*TPE, "-vv", "run", "--config", str(config), "--script", str(script)],
-                                env=pcscd_daemon.client_env(), cwd=ROOT, capture_output=True, text=True,
-                                timeout=90, stdin=subprocess.DEVNULL)
+        shots = tmp_path / "screens"
+        env = {**pcscd_daemon.client_env(), "SDL_VIDEODRIVER": "dummy"}
+        result = subprocess.run([*TPE, "-vv", "run", "--config", str(config), "--script", str(script),
+                                 "--screenshots", str(shots)], env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=90, stdin=subprocess.DEVNULL)
     finally:
         host.stop()
     out = result.stdout + result.stderr
@@ -221,6 +224,10 @@ def test_a_whole_sale_through_tpe_run_logs_no_pan_pin_or_track2(pcscd_daemon, se
     assert pan not in out
     assert not re.search(pan[:6] + r"\d*[D=]\d{4}", out)  # no track 2 equivalent
     assert not re.search(r"(?<!\d)1234(?!\d)", out), "the PIN appears in the output"
+    # every screen drawn by the touchscreen off screen, in order (the demo's screenshots)
+    names = [path.stem.split("-", 1)[1] for path in sorted(shots.glob("*.png"))]
+    assert names == ["idle", "askamount", "askcancel", "processing", "askconfirm", "askpin", "processing",
+                     "processing", "outcome", "askreceipt", "idle", "askamount"], names
 
 
 def test_a_stop_during_pin_entry_lets_the_sale_end_before_the_services_stop(pcscd_daemon, server,
