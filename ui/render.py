@@ -57,6 +57,7 @@ class DrawnText:
     box: Box
     background: Rgb  # the colour under the text's box, before the text was drawn
     is_button: bool = False
+    fits: bool = True  # False: even the smallest size overflows the box
 
 
 class Fonts:
@@ -94,7 +95,7 @@ class Renderer:
     def __init__(self, theme: Theme, fonts: Fonts | None = None) -> None:
         self.theme = theme
         self.fonts = fonts or Fonts()
-        self._fits: OrderedDict[tuple[object, ...], tuple[int, tuple[str, ...]]] = OrderedDict()
+        self._fits: OrderedDict[tuple[object, ...], tuple[int, tuple[str, ...], bool]] = OrderedDict()
         self._texts: OrderedDict[tuple[object, ...], pygame.Surface] = OrderedDict()
         self._qr: OrderedDict[tuple[str, int], pygame.Surface] = OrderedDict()
 
@@ -148,23 +149,28 @@ class Renderer:
     def fit(self, text: str, box: Box, size: int, *, bold: bool = False, wrap: bool = False,
             mono: bool = False) -> tuple[int, tuple[str, ...]]:
         """The largest font size up to `size` at which `text` fits `box` (wrapped into lines
-        when `wrap`), and its lines."""
+        when `wrap`), and its lines; MIN_TEXT_PX when none does."""
+        size, lines, _ = self._fit(text, box, size, bold, wrap, mono)
+        return size, lines
+
+    def _fit(self, text: str, box: Box, size: int, bold: bool, wrap: bool,
+             mono: bool) -> tuple[int, tuple[str, ...], bool]:
         key = (text, box.w, box.h, size, bold, wrap, mono)
         cached = self._fits.get(key)
         if cached is not None:
             self._fits.move_to_end(key)
             return cached
-        best: tuple[int, tuple[str, ...]] | None = None
+        best: tuple[int, tuple[str, ...], bool] | None = None
         for candidate in range(max(size, MIN_TEXT_PX), MIN_TEXT_PX - 1, -1):
             font = self.fonts.get(candidate, bold, mono)
             lines = tuple(wrap_words(text, font, box.w)) if wrap else (text,)
             widest = max(font.size(line.translate(SPACES))[0] for line in lines)
             if widest <= box.w and font.get_linesize() * len(lines) <= max(box.h, font.get_height()):
-                best = (candidate, lines)
+                best = (candidate, lines, True)
                 break
         if best is None:
             font = self.fonts.get(MIN_TEXT_PX, bold, mono)
-            best = (MIN_TEXT_PX, tuple(wrap_words(text, font, box.w)) if wrap else (text,))
+            best = (MIN_TEXT_PX, tuple(wrap_words(text, font, box.w)) if wrap else (text,), False)
         self._fits[key] = best
         if len(self._fits) > CACHE_SIZE:
             self._fits.popitem(last=False)
@@ -177,8 +183,8 @@ class Renderer:
             return
         style = self.theme.style(style_name)
         background = _sample(surface, box)
-        drawn.append(DrawnText(text, style_name, box, background, is_button))
-        size, lines = self.fit(text, box, size, bold=bold, wrap=wrap, mono=mono)
+        size, lines, fits = self._fit(text, box, size, bold, wrap, mono)
+        drawn.append(DrawnText(text, style_name, box, background, is_button, fits))
         font = self.fonts.get(size, bold, mono)
         line_h = font.get_linesize()
         y = box.y + (box.h - line_h * len(lines)) // 2
@@ -229,14 +235,14 @@ class Renderer:
             pygame.draw.line(surface, style.fg, (cx, cy - r * 0.3), (cx, cy + r * 0.35), width=line + 2)
             pygame.draw.circle(surface, style.fg, (cx, cy + r * 0.6), line)
         else:  # card: a card going into the reader, chip first
-            w, h = round(r * 1.2), round(r * 1.7)
-            card = pygame.Rect(cx - w // 2, cy - h // 2 - r // 6, w, h)
+            w, h = round(r * 1.1), round(r * 1.4)
+            card = pygame.Rect(cx - w // 2, cy - r, w, h)
             pygame.draw.rect(surface, style.bg, card, border_radius=max(4, r // 10))
-            chip = pygame.Rect(card.x + w // 2 - r // 5, card.bottom - r // 2 - r // 10, r * 2 // 5, r // 3)
+            chip = pygame.Rect(cx - r // 5, card.bottom - r // 2, r * 2 // 5, r // 3)
             pygame.draw.rect(surface, style.fg, chip, border_radius=3)
-            tip = cy + h // 2 + r // 3
-            pygame.draw.polygon(surface, style.bg, [(cx - r // 3, tip - r // 4), (cx + r // 3, tip - r // 4),
-                                                    (cx, tip + r // 6)])
+            top = card.bottom + r // 10
+            arrow = [(cx - r // 3, top), (cx + r // 3, top), (cx, top + r // 3)]
+            pygame.draw.polygon(surface, style.bg, arrow)
 
     def _signal(self, surface: pygame.Surface, bars: SignalBars) -> None:
         style = self.theme.style(bars.style)

@@ -102,8 +102,10 @@ class ViewScreen(Screen):
     def layout(self, area: Box, env: Env) -> list[Widget]:
         widgets: list[Widget] = []
         if self.cancellable:
-            row, area = bottom_row(area, env, [(env.tr("common.cancel"), UiEvent("cancel"), "cancel")])
+            row, rest = bottom_row(area.inset(env.margin), env,
+                                   [(env.tr("common.cancel"), UiEvent("cancel"), "cancel")])
             widgets.extend(row)
+            area = Box(area.x, area.y, area.w, rest.bottom - area.y)
         return widgets + self.content(area, env)
 
     def content(self, area: Box, env: Env) -> list[Widget]:

@@ -42,7 +42,7 @@ def widgets(status: Status, box: Box, env: Env) -> list[Widget]:
 
     has_bars = status.route in SIGNAL_ROUTES
     out.append(Label(take(px(68) if has_bars else px(104)), route_text(status, env), size, "status",
-                     align="left", bold=True))
+                     align="left", bold=True, wrap=True))
     if has_bars:
         out.append(SignalBars(take(px(32)).inset(0, px(6)), max(0, min(4, status.signal_bars))))
     pending_box = take(px(150))
