@@ -36,12 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emv import kernel
-from emv.context import Transaction
 from emv.outcome import Outcome as CardOutcome
 from emv.outcome import OutcomeKind
 from emv.requests import HostStatus, OnlineRequest, OnlineResponse
-from firmware import crashpoints, driver, fiscal, sale
+from firmware import driver, fiscal, sale
 from firmware.config import LINK_CELLULAR, AppConfig
 from firmware.forwarder import RETRY, Forwarder
 from firmware.host_client import AuthorizationReport, HostClient, HostClientError
@@ -650,44 +648,17 @@ class Terminal:
     def _card_transaction(self, session: CardSession, report: SaleReport, prompt: UiPrompt) -> _Done:
         """In the reader's thread: `sale.run_sale` with the touchscreen as the cardholder's
         prompt and the host client of this loop."""
-        config = self.config
         fulfil = LanguageWatch(driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,)),
                                prompt)
-        transaction_type = REFUND if report.refund else 0
-        txn = Transaction(amount=report.amount, when=datetime.datetime.now().astimezone(),
-                          transaction_type=transaction_type)
-        currency = config.kernel.terminal.currency
-        recorder, authorizer = self.recorder, self.authorizer
-        payment: int | None = None
-        if authorizer is not None:
-            payment = authorizer.begin_payment(report.amount, currency, transaction_type)
-        elif recorder is not None:
-            payment = recorder.begin(report.amount, currency, transaction_type)
-        online = _ShowingAuthorizer(authorizer, prompt) if authorizer is not None else None
-        outcome = driver.run(kernel.transaction(config.kernel, txn, rng=os.urandom), fulfil, prompt, online,
-                             sale.offline_policy(config, recorder))
-        for event in outcome.events:  # kernel decisions: no card data (emv.context.Context.note)
-            log.info("kernel: %s", event)
-        log.info("sale: %s%s, TVR %s, TSI %s", outcome.kind.value,
-                 f" ({outcome.reason})" if outcome.reason else "", outcome.tvr.hex().upper(),
-                 outcome.tsi.hex().upper())
+        authorizer = self.authorizer
+        paid = sale.card_payment(
+            self.config, report.amount, fulfil, prompt, authorizer=authorizer,
+            online=_ShowingAuthorizer(authorizer, prompt) if authorizer is not None else None,
+            recorder=self.recorder, journal=self.journal, transaction_type=REFUND if report.refund else 0)
+        outcome, record, ticket = paid.outcome, paid.payment, paid.ticket
+        host, unjournalled, alerts = paid.host, paid.unjournalled, paid.alerts
         if outcome.language:
             prompt.prefer_languages(outcome.language)
-        host = None
-        if authorizer is not None:
-            authorizer.complete(outcome, txn.when)
-            host = authorizer.client.last
-        elif recorder is not None and payment is not None:
-            recorder.complete(payment, outcome, txn.when)
-        record = None
-        if recorder is not None and payment is not None:
-            record = recorder.payments.get(payment).as_dict()
-        alerts: list[str] = []
-        ticket, unjournalled = sale.journal_sale(config, self.journal, outcome, record, host, alerts)
-        if ticket is not None and recorder is not None and payment is not None:
-            crashpoints.reach("ticket.journalled")
-            recorder.payments.set_ticket(payment, ticket["seq"])
-            record = recorder.payments.get(payment).as_dict()
         done = _Done(outcome, record, ticket, host, unjournalled, alerts)
         # the report is complete even when the flow is cancelled (stop) before it resumes
         report.outcome, report.payment, report.ticket = outcome, record, ticket

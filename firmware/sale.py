@@ -344,26 +344,32 @@ def acquirer(config: AppConfig, store: HostStore, keys: TerminalKeys) -> Iterato
         thread.stop()
 
 
-def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Response], *,
-             pin: str | None, choice: int | str = 0, authorizer: Any = None,
-             pin_pad: PinPad | None = None, interactive: bool = False,
-             when: datetime.datetime | None = None, rng: Callable[[int], bytes] = os.urandom,
-             transaction_type: int = 0, recorder: PaymentRecorder | None = None,
-             journal: Journal | None = None) -> SaleResult:
-    """One sale (or refund, `transaction_type` 0x20) through the kernel; `authorizer` None means
-    no host (unable to go online), `pin_pad` None no online PIN.
+@dataclass
+class CardPayment:
+    """One payment on a card: the kernel's outcome and what was recorded of it."""
 
-    The payment is recorded (`firmware.payments`) by the acquirer host's client, or by
-    `recorder` without one: an offline approval leaves its advice in the store-and-forward
-    queue. With the acquirer host, an approval the card then declines is reversed, and the
-    queue is forwarded, before this returns.
+    outcome: Outcome
+    apdus: int
+    payment: dict[str, Any] | None  # `Payment.as_dict`, when recorded
+    ticket: dict[str, Any] | None  # the fiscal ticket journalled
+    host: AuthorizationReport | None  # what the host link did
+    unjournalled: list[str]  # what the fiscal journal could not take
+    alerts: list[str]  # for the merchant: the journal's integrity
 
-    An approved payment is journalled as a ticket in the fiscal journal (`journal`, by default
-    that of the [state] folder), and the host being unreachable, then reachable again, as the
-    degraded mode's start and end (`journal_sale`). `SaleJournalError` (a `RecordError`, with
-    the result) when the journal cannot be written: the payment itself is recorded."""
-    prompt: Any = ConsolePrompt(pin_pad=pin_pad) if interactive else ScriptedPrompt(
-        pin=pin, pin_pad=pin_pad, choice=choice)
+
+def card_payment(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Response], prompt: Any, *,
+                 authorizer: Any = None, online: Any = None, recorder: PaymentRecorder | None = None,
+                 journal: Journal | None = None, transaction_type: int = 0,
+                 when: datetime.datetime | None = None,
+                 rng: Callable[[int], bytes] = os.urandom) -> CardPayment:
+    """The card's part of a sale, whatever asks the cardholder (`prompt`: the console, a script,
+    the touchscreen): the payment begun (`firmware.payments`), the kernel run with the [offline]
+    limits, the payment completed (an approval the card declines is reversed), and an approved
+    one journalled as a ticket (`journal_sale`) and recorded on its payment.
+
+    `authorizer` records and completes the payment through the host client
+    (`BlockingAuthorizer`); `online`, when given, is what the kernel asks instead (a wrapper
+    showing progress); without an authorizer, `recorder` records the payment."""
     send, count = counting(fulfil)
     txn = Transaction(amount=amount, when=when or datetime.datetime.now().astimezone(),
                       transaction_type=transaction_type)
@@ -374,16 +380,14 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
         payment = authorizer.begin_payment(amount, currency, transaction_type)
     elif recorder is not None:
         payment = recorder.begin(amount, currency, transaction_type)
-    outcome = driver.run(kernel.transaction(config.kernel, txn, rng=rng), send, prompt, authorizer,
-                         offline_policy(config, recorder))
+    outcome = driver.run(kernel.transaction(config.kernel, txn, rng=rng), send, prompt,
+                         online if online is not None else authorizer, offline_policy(config, recorder))
     for event in outcome.events:  # kernel decisions: no card data (emv.context.Context.note)
         log.info("kernel: %s", event)
     log.info("sale: %s%s, %s APDUs, TVR %s, TSI %s", outcome.kind.value,
              f" ({outcome.reason})" if outcome.reason else "", count[0], outcome.tvr.hex().upper(),
              outcome.tsi.hex().upper())
     host = None
-    route = None
-    forwarded = None
     if isinstance(authorizer, BlockingAuthorizer):
         authorizer.complete(outcome, txn.when)
         host = authorizer.client.last
@@ -398,18 +402,40 @@ def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Respon
         crashpoints.reach("ticket.journalled")
         recorder.payments.set_ticket(payment, ticket["seq"])
         record = recorder.payments.get(payment).as_dict()
+    return CardPayment(outcome, count[0], record, ticket, host, unjournalled, alerts)
+
+
+def run_sale(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Response], *,
+             pin: str | None, choice: int | str = 0, authorizer: Any = None,
+             pin_pad: PinPad | None = None, interactive: bool = False,
+             when: datetime.datetime | None = None, rng: Callable[[int], bytes] = os.urandom,
+             transaction_type: int = 0, recorder: PaymentRecorder | None = None,
+             journal: Journal | None = None) -> SaleResult:
+    """One sale (or refund, `transaction_type` 0x20) on the console or a script
+    (`card_payment`); `authorizer` None means no host (unable to go online), `pin_pad` None no
+    online PIN. With the acquirer host, the queue is forwarded after a sale whose link worked.
+    `SaleJournalError` (a `RecordError`, with the result) when the journal cannot be written:
+    the payment itself is recorded."""
+    prompt: Any = ConsolePrompt(pin_pad=pin_pad) if interactive else ScriptedPrompt(
+        pin=pin, pin_pad=pin_pad, choice=choice)
+    done = card_payment(config, amount, fulfil, prompt, authorizer=authorizer, recorder=recorder,
+                        journal=journal, transaction_type=transaction_type, when=when, rng=rng)
+    host, record = done.host, done.payment
+    route = None
+    forwarded = None
     if isinstance(authorizer, BlockingAuthorizer) and (host is None or host.problem is None):
         forwarded = authorizer.forward()  # not when the link just failed this sale
     if isinstance(authorizer, RoutedAuthorizer):
         route = authorizer.route()
         log.info("sale: route %s", route_text(route))
     label = getattr(authorizer, "label", None) if authorizer is not None else None
-    result = SaleResult(outcome, count[0], label, list(getattr(prompt, "asked", [])), host, route, record,
-                        forwarded, ticket, alerts)
-    if unjournalled:
-        done = "" if record is None else f"payment {record['id']} ({record['state']}) is recorded, but "
-        raise SaleJournalError(f"{done}the fiscal journal in {config.state.folder} could not be written: "
-                               f"{'; '.join(unjournalled)}", result)
+    asked = list(getattr(prompt, "asked", []))
+    result = SaleResult(done.outcome, done.apdus, label, asked, host, route, record, forwarded, done.ticket,
+                        done.alerts)
+    if done.unjournalled:
+        prefix = "" if record is None else f"payment {record['id']} ({record['state']}) is recorded, but "
+        raise SaleJournalError(f"{prefix}the fiscal journal in {config.state.folder} could not be written: "
+                               f"{'; '.join(done.unjournalled)}", result)
     return result
 
 
