@@ -1,10 +1,12 @@
 """`make demo`: the terminal against its simulators, on this machine, with nothing else running.
 
-Until the touchscreen firmware exists: starts a private pcscd and the acquirer host simulator
-(`tpe sim host`, TLS on loopback with a test PKI), serves simulated cards through the vpcd
-driver and runs `tpe card read` and `tpe sale` on them, as a technician would at the bench.
-Sales go over ISO 8583 with DUKPT MACs to the host, which verifies PINs and ARQCs and books
-them; its ledger is printed at the end.
+Starts a private pcscd serving the simulated card through the vpcd driver, the acquirer host
+simulator (`tpe sim host`, TLS on loopback with a test PKI) and the cellular modem simulator
+(`tpe sim modem`, a Quectel module on a pty over which the sale travels), then the firmware
+itself, `tpe run`: in a window when a display exists (key an amount, present the card, type
+PIN 1234, close the window to stop); otherwise headless, where it plays a scripted sale
+(amount, card, PIN, approval, receipt), writes a screenshot of every screen to `out/demo/` and
+the receipt to the console. The host's ledger is printed at the end.
 """
 
 from __future__ import annotations
@@ -12,23 +14,37 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from sim import pcscd
 
-# (card profile, tpe command, exit status expected: 0 approved, 5 declined)
-STEPS: tuple[tuple[str, tuple[str, ...], int], ...] = (
-    ("visa_cda_online", ("card", "read"), 0),
-    ("visa_cda_online", ("sale", "42.50", "--pin", "1234"), 0),
-    ("offline_approving", ("sale", "12.00"), 0),
-    ("cb_visa_cobadged", ("sale", "30.00", "--pin", "1234"), 0),
-    ("dda_offline_pin", ("sale", "80.00", "--pin", "1234"), 0),
-    ("mastercard_cda", ("sale", "100.00", "--pin", "9999"), 5),
-    ("declining_card", ("sale", "20.00", "--pin", "1234"), 5),
-    ("mastercard_cda", ("sale", "100.00", "--pin", "1234", "--no-host"), 5),
-)
 ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "out" / "demo"
+PROFILE = "visa_cda_online"  # a Visa card with CDA and online PIN 1234 (sim/card/profiles)
+SCRIPT = """\
+# the scripted sale of `make demo` without a display (firmware/ui_script.py)
+then = "stop"
+language = "fr"
+
+[[sale]]
+amount = 4250
+pin = "1234"
+receipt = "done"
+"""
+
+
+def _start(tpe: list[str], args: list[str], banner: str, env: dict[str, str] | None = None) -> tuple[
+        subprocess.Popen[str], str]:
+    process = subprocess.Popen([*tpe, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               cwd=ROOT, env=env)
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith(banner):
+        process.terminate()
+        process.wait(10)
+        raise RuntimeError(f"tpe {args[0]} {args[1]} did not start: {line or 'no answer'}")
+    print(f"$ tpe {' '.join(args[:2])} ...\n  {line}")
+    return process, line
 
 
 def main() -> int:
@@ -39,65 +55,71 @@ def main() -> int:
         return 1
     tpe = [sys.executable, "-m", "firmware.cli"]
     env = daemon.client_env()
-    # the terminal's durable state (STAN, DUKPT registers) goes away with the daemon's folder
+    # the terminal's state (payments, queue, journal, keys) goes away with the daemon's folder
     env["XDG_STATE_HOME"] = str(daemon.workdir / "state")
     work = daemon.workdir
     ledger = work / "host-ledger.sqlite3"
-    host = subprocess.Popen([*tpe, "sim", "host", "--listen", "127.0.0.1:0", "--pki", str(work / "pki"),
-                             "--ledger", str(ledger)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+    started: list[subprocess.Popen[str]] = []
     try:
-        assert host.stdout is not None
-        banner = host.stdout.readline().strip()
-        if not banner.startswith("ok host listening on "):
-            print(f"demo: the host simulator did not start: {banner}", file=sys.stderr)
-            return 1
-        config = _terminal_config(work, int(banner.rsplit(":", 1)[1]))
         print(f"pcscd started (pid {daemon.pid}), virtual reader on vpcd port {daemon.vpcd_port}")
-        print(f"$ tpe sim host --listen 127.0.0.1:0 --pki PKI --ledger LEDGER\n  {banner}\n")
-        for profile, command, expected in STEPS:
-            if command[0] == "sale":
-                command = (*command, "--config", str(config))
-            server = subprocess.Popen(
-                [*tpe, "sim", "card", "serve", "--profile", profile, "--port", str(daemon.vpcd_port)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-            try:
-                assert server.stdout is not None
-                print(f"$ tpe sim card serve --profile {profile}\n  {server.stdout.readline().strip()}")
-                print(f"$ tpe {' '.join(command)}")
-                started = time.monotonic()
-                result = subprocess.run([*tpe, *command], env=env, cwd=ROOT, text=True,
-                                        capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-                print(result.stdout + result.stderr, end="")
-                print(f"  (exit {result.returncode}, {time.monotonic() - started:.2f} s)\n")
-                if result.returncode != expected:
-                    print(f"demo: expected exit {expected}", file=sys.stderr)
-                    return result.returncode or 1
-            finally:
-                server.terminate()
-                server.wait(10)
-        print("$ tpe sim host ledger --ledger LEDGER")
+        host, banner = _start(tpe, ["sim", "host", "--listen", "127.0.0.1:0", "--pki", str(work / "pki"),
+                                    "--ledger", str(ledger)], "ok host listening on ")
+        started.append(host)
+        modem, modem_banner = _start(tpe, ["sim", "modem", "--dialect", "quectel", "--rtt", "80",
+                                           "--technology", "4G"], "ok modem ")
+        started.append(modem)
+        card, _ = _start(tpe, ["sim", "card", "serve", "--profile", PROFILE, "--port", str(daemon.vpcd_port)],
+                         "ok serving ")
+        started.append(card)
+        config = _terminal_config(work, int(banner.rsplit(":", 1)[1]), modem_banner.rsplit(" on ", 1)[1])
+        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+            print("\nThe terminal opens in a window: key an amount, OK, then PIN 1234 on the card's "
+                  "screens. Close the window to stop.\n")
+            result = subprocess.run([*tpe, "run", "--config", str(config)], env=env, cwd=ROOT)
+        else:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            for old in SCREENSHOTS.glob("*.png"):
+                old.unlink()
+            script = work / "demo-sale.toml"
+            script.write_text(SCRIPT)
+            print(f"\nNo display: a scripted sale of 42.50 EUR, PIN 1234; each screen in {SCREENSHOTS}\n")
+            print("$ tpe run --config terminal.toml --script demo-sale.toml --screenshots out/demo")
+            headless = env | {"SDL_VIDEODRIVER": "dummy"}
+            result = subprocess.run([*tpe, "run", "--config", str(config), "--script", str(script),
+                                     "--screenshots", str(SCREENSHOTS)], env=headless, cwd=ROOT, timeout=300,
+                                    stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            print(f"demo: tpe run exited {result.returncode}", file=sys.stderr)
+            return result.returncode
+        print("\n$ tpe sim host ledger --ledger LEDGER")
         booked = subprocess.run([*tpe, "sim", "host", "ledger", "--ledger", str(ledger)], cwd=ROOT,
                                 text=True, capture_output=True, timeout=60)
         print(booked.stdout + booked.stderr)
         print("Any PC/SC program can use this reader while pcscd runs: PCSCLITE_CSOCK_NAME=<socket> "
               "pcsc_scan (see README, 'Simulators').")
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     finally:
-        host.terminate()
-        host.wait(10)
+        for process in reversed(started):
+            process.terminate()
+            process.wait(10)
         daemon.stop()
     return 0
 
 
-def _terminal_config(work: Path, port: int) -> Path:
-    """The packaged terminal configuration plus a [host] section for the simulator."""
+def _terminal_config(work: Path, port: int, modem_port: str) -> Path:
+    """The packaged terminal configuration plus the simulators: [host], and the module on its pty
+    as the only link, so that the sale travels over AT sockets."""
     from sim.host.server import load_or_make_pki
 
     pki = load_or_make_pki(work / "pki")
     text = (ROOT / "firmware" / "defaults" / "terminal.toml").read_text()
     text += (f'\n[host]\naddress = "127.0.0.1"\nport = {port}\nserver_name = "localhost"\n'
              f'ca_file = "{pki.host_ca_cert}"\ncert_file = "{pki.terminal_cert}"\n'
-             f'key_file = "{pki.terminal_key}"\nacquirer_id = "12345"\ntimeout = 5.0\n')
+             f'key_file = "{pki.terminal_key}"\nacquirer_id = "12345"\ntimeout = 10.0\n'
+             f'\n[modem]\nport = "{modem_port}"\ndialect = "quectel"\napn = "internet.test"\n'
+             f'\n[links]\norder = ["cellular"]\n')
     path = work / "terminal.toml"
     path.write_text(text)
     return path
