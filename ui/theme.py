@@ -29,8 +29,9 @@ def reference_dpi(size: tuple[int, int] = REFERENCE_SIZE,
 
 
 def min_target_px(dpi: float) -> int:
-    """The smallest side of a touch target, in pixels, at `dpi`."""
-    return math.ceil(MIN_TARGET_MM / MM_PER_INCH * dpi)
+    """The smallest side of a touch target, in pixels, at `dpi` (rounded first: 9 mm at 254 dpi
+    is 90 pixels, not 90.000000001)."""
+    return math.ceil(round(MIN_TARGET_MM / MM_PER_INCH * dpi, 6))
 
 
 def hex_rgb(value: str) -> Rgb:
