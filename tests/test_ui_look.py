@@ -109,19 +109,15 @@ def test_qr_code_surface_matches_segno_module_for_module() -> None:
     modules = 17 + 4 * code.version  # ISO/IEC 18004, 5.3.1: version V has 17 + 4V modules a side
     matrix = qr_matrix(data)
     assert len(matrix) == modules and all(len(row) == modules for row in matrix)
-    pygame.init()
-    try:
-        px = 3
-        surface = qr_surface(data, px)
-        assert surface.get_size() == ((modules + 2 * QUIET_ZONE) * px,) * 2
-        for row, line in enumerate(code.matrix):
-            for col, dark in enumerate(line):
-                at = ((col + QUIET_ZONE) * px + 1, (row + QUIET_ZONE) * px + 1)
-                assert (surface.get_at(at)[:3] == (0, 0, 0)) == bool(dark), (row, col)
-        for edge in range(QUIET_ZONE * px):
-            assert surface.get_at((edge, edge))[:3] == (255, 255, 255)
-    finally:
-        pygame.quit()
+    px = 3
+    surface = qr_surface(data, px)
+    assert surface.get_size() == ((modules + 2 * QUIET_ZONE) * px,) * 2
+    for row, line in enumerate(code.matrix):
+        for col, dark in enumerate(line):
+            at = ((col + QUIET_ZONE) * px + 1, (row + QUIET_ZONE) * px + 1)
+            assert (surface.get_at(at)[:3] == (0, 0, 0)) == bool(dark), (row, col)
+    for edge in range(QUIET_ZONE * px):
+        assert surface.get_at((edge, edge))[:3] == (255, 255, 255)
 
 
 def test_receipt_screen_draws_the_qr_code(tmp_path: Path) -> None:
