@@ -440,11 +440,18 @@ def main() -> int:
     bench_store_and_forward(results)
     bench_fiscal_journal(results)
     bench_pcscd(results)
+    bench_terminal(results)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(results.items()):
         print(f"{key:48} {value}")
     print(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
+
+
+def bench_terminal(results: dict[str, float]) -> None:
+    from bench.terminal import bench_terminal as measure
+
+    measure(results)
 
 
 if __name__ == "__main__":
