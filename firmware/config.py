@@ -50,6 +50,17 @@ is half loaded. Sections and keys:
                      0 or more; max_age_hours (number > 0: forwarding overdue, an alert);
                      schemes (list of RIDs, 10 hex digits). Without the section, the defaults
                      of `OfflineLimits`.
+    [printer]        an ESC/POS serial thermal printer (firmware/printer.py): port (its serial
+                     device), baudrate (default 19200), width (characters per line: 32, 42
+                     or 48; default 32), codepage ("cp858" default, "cp1252", "cp850",
+                     "cp437"), check_paper (ask the paper sensor first, default true). Without
+                     the section, receipts are only shown and sent as e-receipts.
+    [merchant]       code_hash: the merchant code guarding refunds, voids, settlement and the
+                     settings, as `firmware.merchant_code` stores it (salted scrypt, never the
+                     code); max_tries (wrong codes in a row before a lockout, default 3),
+                     lockout (seconds, default 300), tips (boolean: the keypad offers a tip),
+                     language (the merchant's, ISO 639-1, default "fr"). Without code_hash the
+                     guarded flows are not offered.
 
 Money is an integer number of minor units (ARCHITECTURE principle 10): `10.50` is refused,
 write `1050`. A relative file name is taken from the configuration file's folder; a name
@@ -89,6 +100,11 @@ from emv.kernel_config import (
 from firmware.dukpt import INITIAL_KEY_ID_LENGTH, KeyType
 from firmware.framing import DEFAULT_MAX_FRAME, LARGEST_FRAME
 from firmware.offline_limits import RID_LENGTH, OfflineLimits, OfflineLimitsError
+from firmware.printer import BAUDRATES as PRINTER_BAUDRATES
+from firmware.printer import CODEPAGES as PRINTER_CODEPAGES
+from firmware.printer import DEFAULT_BAUDRATE as DEFAULT_PRINTER_BAUDRATE
+from firmware.printer import DEFAULT_CODEPAGE as DEFAULT_PRINTER_CODEPAGE
+from firmware.printer import WIDTHS as PRINTER_WIDTHS
 
 MAX_CONFIG_BYTES = 1 << 20  # a configuration or CA key file; anything larger is a mistake
 MAX_KEY_FILE_BYTES = 1 << 12
@@ -141,6 +157,15 @@ class PinPadConfig:
 
 
 @dataclass(frozen=True)
+class MerchantConfig:
+    code_hash: str | None = field(default=None, repr=False)  # `firmware.merchant_code` form
+    max_tries: int = 3
+    lockout: float = 300.0  # seconds
+    tips: bool = False
+    language: str = "fr"
+
+
+@dataclass(frozen=True)
 class DukptConfig:
     initial_key_file: Path  # checked at load with `load_initial_key`
 
@@ -178,6 +203,17 @@ class ModemConfig:
     user: str = ""
     password: str = field(default="", repr=False)
     registration_timeout: float = DEFAULT_REGISTRATION_TIMEOUT
+
+
+@dataclass(frozen=True)
+class PrinterConfig:
+    """The ESC/POS receipt printer (firmware/printer.py)."""
+
+    port: str
+    baudrate: int = DEFAULT_PRINTER_BAUDRATE
+    width: int = 32  # characters per line, one of PRINTER_WIDTHS
+    codepage: str = DEFAULT_PRINTER_CODEPAGE  # one of PRINTER_CODEPAGES
+    check_paper: bool = True
 
 
 @dataclass(frozen=True)
@@ -226,6 +262,8 @@ class AppConfig:
     modem: ModemConfig | None = None
     links: LinksConfig = field(default_factory=LinksConfig)
     offline: OfflineLimits = field(default_factory=OfflineLimits)
+    printer: PrinterConfig | None = None
+    merchant: MerchantConfig = field(default_factory=MerchantConfig)
 
 
 def load_config(path: Path | None = None) -> AppConfig:
@@ -455,7 +493,7 @@ def _kernel_value(build: Callable[[], T], path: str, renames: Mapping[str, str] 
 
 
 _SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad", "dukpt",
-             "host", "state", "modem", "links", "offline")
+             "host", "state", "modem", "links", "offline", "printer", "merchant")
 _TERMINAL_KEYS = (
     "type", "capabilities", "additional_capabilities", "country", "currency", "currency_exponent",
     "terminal_id", "merchant_id", "merchant_category", "merchant_name_location", "ifd_serial",
@@ -503,10 +541,12 @@ def _app_config(document: dict[str, Any], base: Path, source: Path) -> AppConfig
     modem = _modem(document["modem"]) if "modem" in document else None
     links = _links(document.get("links", {}), modem)
     offline = _offline(document["offline"]) if "offline" in document else OfflineLimits()
+    printer = _printer(document["printer"]) if "printer" in document else None
     return AppConfig(kernel=kernel, reader=_reader(document.get("reader", {})),
                      pin_pad=_pin_pad(document.get("pin_pad", {})), dukpt=dukpt, host=host,
                      state=_state(document.get("state", {}), base), source=source, modem=modem,
-                     links=links, offline=offline)
+                     links=links, offline=offline, printer=printer,
+                     merchant=_merchant(document.get("merchant", {})))
 
 
 def _terminal(raw: Any) -> TerminalConfig:
@@ -624,6 +664,27 @@ def _pin_pad(raw: Any) -> PinPadConfig:
                                            "the DUKPT keys of [dukpt] initial_key_file; delete this key")
     t = _Table(raw, "pin_pad", ("shuffle",))
     return PinPadConfig(shuffle=t.get("shuffle", _boolean, False))
+
+
+_MERCHANT_LANGUAGES = ("fr", "en", "es", "it", "de", "nl", "sv", "pt")  # ui.contract.LANGUAGES
+
+
+def _merchant(raw: Any) -> MerchantConfig:
+    from firmware.merchant_code import MerchantCodeError, parse_hash
+
+    t = _Table(raw, "merchant", ("code_hash", "max_tries", "lockout", "tips", "language"))
+    code_hash = t.get("code_hash", _string, None)
+    if code_hash is not None:
+        try:
+            parse_hash(code_hash)
+        except MerchantCodeError as exc:
+            raise _Invalid("merchant.code_hash", str(exc)) from None
+    language = t.get("language", _string, "fr")
+    if language not in _MERCHANT_LANGUAGES:
+        raise _Invalid("merchant.language", f"one of {', '.join(_MERCHANT_LANGUAGES)}")
+    return MerchantConfig(code_hash=code_hash, max_tries=t.get("max_tries", _integer(1, 10), 3),
+                          lockout=float(t.get("lockout", _integer(0, 86400), 300)),
+                          tips=t.get("tips", _boolean, False), language=language)
 
 
 def _dukpt(raw: Any, base: Path) -> DukptConfig:
@@ -824,6 +885,23 @@ def _offline(raw: Any) -> OfflineLimits:
     except OfflineLimitsError as exc:
         key = "max_age_hours" if exc.key == "max_age" else exc.key
         raise _Invalid(f"offline.{key}", exc.reason) from None
+
+
+def _printer(raw: Any) -> PrinterConfig:
+    t = _Table(raw, "printer", ("port", "baudrate", "width", "codepage", "check_paper"))
+    baudrate = t.get("baudrate", _integer(1, TOML_MAX_INTEGER), DEFAULT_PRINTER_BAUDRATE)
+    if baudrate not in PRINTER_BAUDRATES:
+        raise _Invalid("printer.baudrate", f"must be one of {', '.join(map(str, PRINTER_BAUDRATES))}")
+    width = t.get("width", _integer(1, TOML_MAX_INTEGER), 32)
+    if width not in PRINTER_WIDTHS:
+        raise _Invalid("printer.width", "must be 32 (58 mm paper), 42 or 48 (80 mm paper) characters")
+    return PrinterConfig(
+        port=t.get("port", _device),
+        baudrate=baudrate,
+        width=width,
+        codepage=t.get("codepage", _choice(tuple(PRINTER_CODEPAGES)), DEFAULT_PRINTER_CODEPAGE),
+        check_paper=t.get("check_paper", _boolean, True),
+    )
 
 
 def _path_text(value: Any, key: str) -> str:

@@ -26,7 +26,7 @@ import contextlib
 import datetime
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -624,6 +624,24 @@ class HostClient:
                 raise HostUnavailable(f"no link: {exc}") from exc
             except _NoAnswer as exc:
                 raise HostUnavailable(exc.detail) from exc
+            return answer["39"]
+
+    async def reconcile(self, totals: Sequence[messages.SchemeTotals], *, batch_number: int,
+                        currency: int) -> str:
+        """The batch's reconciliation (0500, docs/host-protocol.md, field 63) after the queue is
+        sent: the host's response code ('00' in balance, '95' out of balance). `HostUnavailable`
+        without a valid answer; `MessageError` when the totals cannot be sent."""
+        async with self._lock:
+            await self._forward(FORWARD_WINDOW)
+            fields = messages.reconciliation(totals, acceptor=self._acceptor, stan=self._next_stan(),
+                                             at=self._clock(), batch_number=batch_number, currency=currency)
+            try:
+                answer = await self._exchange(fields, self._begin())
+            except (StreamError, FrameError) as exc:
+                raise HostUnavailable(f"no link: {exc}") from exc
+            except _NoAnswer as exc:
+                raise HostUnavailable(exc.detail) from exc
+            log.info("host link: batch %06d reconciliation answered %s", batch_number, answer["39"])
             return answer["39"]
 
 

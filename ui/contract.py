@@ -57,6 +57,8 @@ class Receipt:
     lines: tuple[str, ...]  # the journalled ticket's receipt (`firmware.receipt`)
     qr: str | None = None  # the e-receipt's address, shown as a QR code (AGEC: print on request)
     printable: bool = False  # a printer is configured: offer "print"
+    duplicate: bool = False  # a reprint (`fiscal.reprint`): the screen marks it DUPLICATA
+    training: bool = False  # a training ticket: the screen marks it, it is worth nothing
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class AskAmount:
     exponent: int
     tip: bool = False
     menu: bool = False  # offer the merchant menu: the answer may then be `OPEN_MENU`
+    refund: bool = False  # the keypad opens in refund mode (the merchant code was given)
+    refund_allowed: bool = True  # the keypad may switch to refund mode
 
 
 OPEN_MENU = "menu"  # `AskAmount` answer: the merchant opened the menu (then `AskMenu`)
@@ -161,8 +165,101 @@ class AskOfflineQueue:
     payments: tuple[Money, ...]
 
 
+CODE_PURPOSES = ("refund", "cancel", "settlement", "settings", "training")
+
+
+@dataclass(frozen=True)
+class AskCode:
+    """The merchant types the merchant code before a guarded flow (`purpose`, a `CODE_PURPOSES`
+    entry); the digits are masked on screen. Answer: the digits (str), or None (back). The
+    code is checked by the firmware, never kept."""
+
+    purpose: str
+    tries_left: int | None = None
+    refused: bool = False  # the previous code was wrong
+    locked: bool = False  # too many wrong codes: the flow is refused for a while
+
+
+@dataclass(frozen=True)
+class TicketLine:
+    """One ticket of the history (`firmware.fiscal`), newest first."""
+
+    seq: int
+    kind: str  # "sale", "refund", "cancellation"
+    money: Money  # negative for a refund or a cancellation
+    at: str  # local time, "YYYY-MM-DD HH:MM"
+    cancelled: bool = False  # a later cancellation voids it
+    training: bool = False
+
+
+TICKET_ACTIONS = ("duplicate", "cancel")
+
+
+@dataclass(frozen=True)
+class AskTicket:
+    """The last tickets; the merchant picks one for one of `actions`. Answer: `TicketChoice`,
+    or None (back)."""
+
+    tickets: tuple[TicketLine, ...]
+    actions: tuple[str, ...] = TICKET_ACTIONS
+
+
+@dataclass(frozen=True)
+class TicketChoice:
+    seq: int
+    action: str  # one of `AskTicket.actions`
+
+
+@dataclass(frozen=True)
+class SchemeLine:
+    """One scheme's totals in the settlement report."""
+
+    scheme: str  # the brand's label, else the RID in hex
+    debit_count: int
+    debit: Money
+    credit_count: int
+    credit: Money
+
+
+# SettlementReport.result
+SETTLEMENT_RESULTS = ("in_balance", "out_of_balance", "host_unreachable", "refused")
+
+
+@dataclass(frozen=True)
+class SettlementReport:
+    """The end-of-day settlement ("télécollecte"): the batch sent, its totals per scheme, the
+    host's verdict, and whether the fiscal day was closed."""
+
+    batch: int
+    schemes: tuple[SchemeLine, ...]
+    result: str  # one of SETTLEMENT_RESULTS
+    day_closed: bool = False
+
+
+@dataclass(frozen=True)
+class AskSettlement:
+    """The settlement report with "done". Answer: "done" (or "print")."""
+
+    report: SettlementReport
+
+
+@dataclass(frozen=True)
+class Settings:
+    language: str  # the merchant's (LANGUAGES)
+    shuffle: bool  # the PIN pad's digits in a random order
+    training: bool  # training mode: nothing goes to the bank, tickets are marked
+
+
+@dataclass(frozen=True)
+class AskSettings:
+    """The settings behind the merchant code. Answer: the new `Settings`, or None (back)."""
+
+    current: Settings
+    languages: tuple[str, ...] = LANGUAGES
+
+
 Question = (AskAmount | AskApplication | AskConfirm | AskPin | AskSignature | AskReceipt | AskCancel | AskMenu
-            | AskOfflineQueue)
+            | AskOfflineQueue | AskCode | AskTicket | AskSettlement | AskSettings)
 
 
 # --- the status bar -------------------------------------------------------------------------
@@ -177,6 +274,7 @@ class Status:
     pending_amounts: dict[str, int] = field(default_factory=dict)  # alpha code -> minor units
     clock: datetime.datetime | None = None
     alerts: tuple[str, ...] = ()  # message keys: "saf_overdue", "declined_after_the_fact", ...
+    training: bool = False  # training mode is on
 
 
 class UiPort(Protocol):
