@@ -30,6 +30,7 @@ ESC, GS, DLE, LF = b"\x1b", b"\x1d", b"\x10", b"\n"
 INITIALIZE = ESC + b"@"  # ESC @
 BOLD_ON, BOLD_OFF = ESC + b"E\x01", ESC + b"E\x00"  # ESC E n
 ALIGN_LEFT, ALIGN_CENTER = ESC + b"a\x00", ESC + b"a\x01"  # ESC a n
+FEED_ONE = ESC + b"d\x01"  # ESC d n: print the buffer, feed n lines
 PAPER_STATUS_REQUEST = DLE + b"\x04\x04"  # DLE EOT 4: roll paper sensor status
 # DLE EOT 4 answer: bits 1 and 4 always set, bits 0 and 7 always clear; bits 5-6 set: paper end
 STATUS_FIXED_MASK, STATUS_FIXED_VALUE = 0x93, 0x12
@@ -151,7 +152,7 @@ class EscPosPrinter:
             for part in self._fit(line):
                 out += self.encode(part) + LF
         if qr is not None:
-            out += ALIGN_CENTER + qr_commands(qr_data, 4 if self.width == 32 else 6) + LF + ALIGN_LEFT
+            out += ALIGN_CENTER + qr_commands(qr_data, 4 if self.width == 32 else 6) + FEED_ONE + ALIGN_LEFT
         out += PARTIAL_CUT_AFTER_FEED
         return bytes(out)
 
