@@ -39,19 +39,21 @@ from typing import Any
 from emv.outcome import Outcome as CardOutcome
 from emv.outcome import OutcomeKind
 from emv.requests import HostStatus, OnlineRequest, OnlineResponse
-from firmware import driver, fiscal, sale
+from firmware import driver, fiscal, sale, settlement
 from firmware.config import LINK_CELLULAR, AppConfig
 from firmware.forwarder import RETRY, Forwarder
-from firmware.host_client import AuthorizationReport, HostClient, HostClientError
+from firmware.host_client import AuthorizationReport, HostClient, HostClientError, HostUnavailable
 from firmware.host_store import HostStore, HostStoreError
 from firmware.journal import Journal, JournalError
 from firmware.links import LinkManager
+from firmware.merchant_code import CodeGuard, parse_hash
+from firmware.messages import MessageError, ReversalReason
 from firmware.money import CURRENCIES, MAX_AMOUNT, alpha
-from firmware.payment_records import REFUND, PaymentRecorder, RecordError
+from firmware.payment_records import REFUND, PaymentRecorder, RecordError, amend_reversal
 from firmware.payments import State
 from firmware.pin_pad import PinPad, PinPadError
 from firmware.reader import AsyncReader, CardSession, CardTimeoutError, PcscReader, ReaderError
-from firmware.receipt import software_version
+from firmware.receipt import ReceiptError, receipt_lines, software_version
 from firmware.saf_figures import SafFigures, figures
 from firmware.saf_queue import SafQueueError
 from firmware.sd_notify import Notifier
@@ -64,9 +66,13 @@ from ui.contract import (
     AmountEntry,
     AskAmount,
     AskCancel,
+    AskCode,
     AskMenu,
     AskOfflineQueue,
     AskReceipt,
+    AskSettings,
+    AskSettlement,
+    AskTicket,
     Error,
     Idle,
     Money,
@@ -74,7 +80,12 @@ from ui.contract import (
     PresentCard,
     Processing,
     Receipt,
+    SchemeLine,
+    Settings,
+    SettlementReport,
     Status,
+    TicketChoice,
+    TicketLine,
     UiPort,
     View,
 )
@@ -147,6 +158,22 @@ class _ShowingAuthorizer:
         self._prompt.show(Error("no_network_offline") if response.status is HostStatus.UNABLE
                           else Processing("completing"))
         return response
+
+
+class TrainingAuthorizer:
+    """Training mode's bank: every online request approved here, '00', without a message
+    leaving the terminal (no issuer authentication data: EMV 4.4 Book 3, 10.9, the card decides
+    at its second GENERATE AC)."""
+
+    def __init__(self, prompt: UiPrompt) -> None:
+        self._prompt = prompt
+        self.asked = 0
+
+    def authorize(self, request: OnlineRequest) -> OnlineResponse:
+        self.asked += 1
+        self._prompt.show(Processing("authorizing"))
+        return OnlineResponse(HostStatus.RESPONDED, approved=True, response_code=b"00",
+                              authorization_code=b"TRAIN0", host_reference="TRAINING")
 
 
 def config_digest(config: AppConfig) -> str | None:
@@ -293,6 +320,11 @@ class Terminal:
         self._battery: tuple[int | None, bool] = (None, False)
         self._seen_reports = 0
         self._stopped = False
+        merchant = config.merchant
+        self.guard = (CodeGuard(parse_hash(merchant.code_hash), max_tries=merchant.max_tries,
+                                lockout=merchant.lockout) if merchant.code_hash else None)
+        self.settings = Settings(language=merchant.language, shuffle=config.pin_pad.shuffle, training=False)
+        self.settlements: list[SettlementReport] = []  # the settlements done, newest last
 
     # --- start and stop ----------------------------------------------------------------------
 
@@ -510,13 +542,16 @@ class Terminal:
         terminal = self.config.kernel.terminal
         return Money(amount, alpha(terminal.currency), terminal.currency_exponent)
 
-    async def sale_once(self) -> SaleReport | None:
+    async def sale_once(self, *, refund: bool = False) -> SaleReport | None:
         """One pass: the amount, the card, the kernel, the outcome, the receipt; None when the
-        merchant keyed no amount."""
+        merchant keyed no amount. A refund needs the merchant code (asked here unless `refund`:
+        the menu asked it already)."""
         terminal = self.config.kernel.terminal
         self._show(Idle())
         entry = await self.ui.ask(AskAmount(alpha(terminal.currency), terminal.currency_exponent,
-                                            menu=self.forwarder is not None))
+                                            tip=self.config.merchant.tips and not refund,
+                                            menu=not refund, refund=refund,
+                                            refund_allowed=self.guard is not None))
         if entry is None or self._stop_requested.is_set():
             return None
         if entry == OPEN_MENU:
@@ -526,6 +561,10 @@ class Terminal:
                 and _minor_units(entry.tip, 0) and entry.amount + entry.tip <= MAX_AMOUNT):
             log.error("sale: the amount screen answered %r: not an amount", type(entry).__name__)
             return None
+        if entry.refund and not refund and not await self.merchant_code("refund"):
+            return None
+        if refund and not entry.refund:
+            entry = AmountEntry(entry.amount, 0, True)
         amount = entry.amount + entry.tip
         report = SaleReport(amount, refund=bool(entry.refund))
         self._remember(report)
@@ -563,21 +602,255 @@ class Terminal:
             return report
         await asyncio.sleep(self.outcome_pause)
         if lines:
-            answer = await self.ui.ask(AskReceipt(Receipt(tuple(lines))))
-            if answer == "print":
-                log.info("sale: receipt printing asked, no printer configured")
+            await self._receipt(Receipt(tuple(lines), training=self.settings.training))
         return report
+
+    async def _receipt(self, receipt: Receipt) -> None:
+        answer = await self.ui.ask(AskReceipt(receipt))
+        if answer == "print":
+            log.info("receipt: printing asked, no printer configured")
 
     # --- the merchant's menu -------------------------------------------------------------------
 
-    MENU = ("sale", "offline_queue")  # the flows this firmware runs so far (`ui.contract.MENU_ITEMS`)
+    GUARDED = ("refund", "cancel", "settlement", "settings", "training")  # behind the merchant code
+
+    def menu_items(self) -> tuple[str, ...]:
+        """The flows offered (`ui.contract.MENU_ITEMS`): those behind the merchant code only
+        with a code configured, the settlement and the offline queue only with a host."""
+        items = ["sale", "refund", "cancel", "settlement", "duplicate", "history", "offline_queue",
+                 "settings", "training"]
+        return tuple(item for item in items
+                     if (self.guard is not None or item not in self.GUARDED)
+                     and (self.client is not None or item not in ("settlement", "offline_queue"))
+                     and (self.journal is not None or item not in ("cancel", "duplicate", "history")))
 
     async def merchant_menu(self) -> None:
-        """The menu the keypad opened: the offline queue with "send now"; "sale" goes back to
-        the keypad."""
-        choice = await self.ui.ask(AskMenu(self.MENU))
+        """The menu the keypad opened, then the flow chosen; "sale" goes back to the keypad."""
+        choice = await self.ui.ask(AskMenu(self.menu_items()))
+        if choice not in self.menu_items() or choice == "sale":
+            return
+        if choice in self.GUARDED and not await self.merchant_code(choice):
+            return
         if choice == "offline_queue":
             await self.offline_queue()
+        elif choice == "refund":
+            await self.sale_once(refund=True)
+        elif choice == "cancel":
+            await self.tickets(("cancel",), code_given=True)
+        elif choice in ("duplicate", "history"):
+            await self.tickets(("duplicate",) if choice == "duplicate" else ("duplicate", "cancel"))
+        elif choice == "settlement":
+            await self.settle()
+        elif choice == "settings":
+            await self.change_settings()
+        elif choice == "training":
+            await self.set_training(not self.settings.training)
+
+    async def merchant_code(self, purpose: str) -> bool:
+        """The merchant code asked until it is right, the merchant goes back, or the guard
+        locks; each check is journalled as a `login` audit event (role, purpose, result)."""
+        guard = self.guard
+        if guard is None:
+            return False
+        question = AskCode(purpose, tries_left=guard.max_tries - guard.failures, locked=guard.locked())
+        while True:
+            code = await self.ui.ask(question)
+            if question.locked or not isinstance(code, str):
+                return False
+            attempt = guard.check(code)
+            self._audit("login", role="merchant", purpose=purpose, result=attempt.result)
+            if attempt.result == "ok":
+                return True
+            log.warning("merchant code refused for %s (%d wrong in a row)", purpose, attempt.failures)
+            question = AskCode(purpose, tries_left=attempt.tries_left, refused=True,
+                               locked=attempt.result == "locked" or guard.locked())
+
+    def _audit(self, event: str, **details: Any) -> None:
+        if self.journal is None:
+            return
+        try:
+            fiscal.audit(self.journal, event, **details)
+        except (JournalError, fiscal.FiscalError) as exc:
+            log.critical("fiscal journal: the %s event could NOT be journalled: %s", event, exc)
+            self.alerts.add(ALERT_JOURNAL_ERROR)
+
+    # --- tickets: history, duplicate, void ----------------------------------------------------
+
+    HISTORY = 10  # tickets listed
+
+    def ticket_lines(self) -> tuple[TicketLine, ...]:
+        if self.journal is None:
+            return ()
+        entries = settlement.history(self.journal, last=self.HISTORY, training=self.settings.training)
+        return tuple(TicketLine(e.seq, e.kind, Money(e.amount, e.currency,
+                                                             CURRENCIES.get(e.currency, (0, 2))[1]),
+                                _local_minute(e.at), e.cancelled, e.training) for e in entries)
+
+    async def tickets(self, actions: tuple[str, ...], *, code_given: bool = False) -> None:
+        """The last tickets; the one picked is printed again (duplicate) or voided (merchant
+        code, unless `code_given`)."""
+        choice = await self.ui.ask(AskTicket(self.ticket_lines(), actions))
+        if not (isinstance(choice, TicketChoice) and choice.action in actions):
+            return
+        if choice.action == "duplicate":
+            await self.duplicate(choice.seq)
+        elif choice.action == "cancel" and (code_given or await self.merchant_code("cancel")):
+            await self.void(choice.seq)
+
+    async def duplicate(self, seq: int) -> list[str] | None:
+        """A duplicate of ticket `seq` journalled (`fiscal.reprint`) and its receipt shown,
+        marked DUPLICATA."""
+        journal, training = self.journal, self.settings.training
+        if journal is None:
+            return None
+        try:
+            copy = fiscal.reprint(journal, seq, training=training)
+            original = next(journal.records(fiscal.chain_of("ticket", training), since=seq))
+            lines = receipt_lines(copy, version=software_version(), original=original,
+                                  merchant=self.config.kernel.terminal.merchant_name_location or None)
+        except (JournalError, fiscal.FiscalError, ReceiptError, StopIteration) as exc:
+            log.error("duplicate of ticket %d: %s", seq, exc)
+            await self._error(SaleReport(0), "try_again")
+            return None
+        await self._receipt(Receipt(tuple(lines), duplicate=True, training=training))
+        return lines
+
+    async def void(self, seq: int) -> dict[str, Any] | None:
+        """Ticket `seq` cancelled in the journal (`fiscal.cancel`); a card payment it records
+        that was approved online and is not yet settled is reversed (0400, reason '17', through
+        the store-and-forward queue). An offline approval is left to its advice: its reversal
+        is not sent (what is left to do). Returns what was done."""
+        journal, training = self.journal, self.settings.training
+        if journal is None:
+            return None
+        listed = settlement.history(journal, last=1000, training=training)
+        entry = next((e for e in listed if e.seq == seq), None)
+        try:
+            record = fiscal.cancel(journal, seq, training=training)
+        except (JournalError, fiscal.FiscalError) as exc:
+            log.error("void of ticket %d: %s", seq, exc)
+            await self._error(SaleReport(0), "try_again")
+            return None
+        done: dict[str, Any] = {"ticket": seq, "cancellation": record.seq, "reversal": None}
+        if entry is not None and entry.payment is not None and not training:
+            done["reversal"] = self._reverse(entry.payment)
+        if done["reversal"] is not None and self.forwarder is not None:
+            self.forwarder.wake()
+            self._figures_at = -1e9
+            self._poke.set()
+        try:
+            lines = receipt_lines(record, version=software_version(),
+                                  merchant=self.config.kernel.terminal.merchant_name_location or None)
+        except ReceiptError as exc:
+            log.error("void of ticket %d: no receipt: %s", seq, exc)
+            return done
+        await self._receipt(Receipt(tuple(lines), training=training))
+        return done
+
+    def _reverse(self, payment_id: int) -> int | None:
+        """The reversal (reason '17') of online payment `payment_id` queued; its queue item, or
+        None when nothing is owed (not approved online, already settled, no original)."""
+        recorder = self.recorder
+        if recorder is None:
+            return None
+        try:
+            payment = recorder.payments.get(payment_id)
+            batch = settlement.load_state(self.config.state.folder)
+            if payment.state is not State.APPROVED or payment.reversal_item is None \
+                    or payment.id <= batch.last_payment:
+                return None
+            original = recorder.queue.get(payment.reversal_item).payload
+            payload = amend_reversal(original, ReversalReason.CANCELLED)
+            item = recorder.queue.add("reversal", payload, amount=payment.amount, currency=payment.currency,
+                                      created=datetime.datetime.now(datetime.UTC), ref=f"void-{payment.id}")
+        except Exception as exc:  # the ticket is cancelled: the reversal needs a technician
+            log.critical("void: the reversal of payment %d could NOT be queued: %s", payment_id, exc)
+            self.alerts.add(ALERT_JOURNAL_ERROR)
+            return None
+        log.info("void: payment %d reversed (reason 17), queue item %d", payment_id, item)
+        return item
+
+    # --- settlement ---------------------------------------------------------------------------
+
+    async def settle(self) -> SettlementReport | None:
+        """The end-of-day settlement: the totals per scheme since the last one, the 0500 and
+        its 0510, the batch number moved on once the host took the batch, the fiscal day
+        closed, the report shown."""
+        if self.client is None or self.recorder is None or self.journal is None:
+            return None
+        folder = self.config.state.folder
+        currency = self.config.kernel.terminal.currency
+        self._show(Processing("forwarding"))
+        try:
+            state = settlement.load_state(folder)
+            totals, last = settlement.scheme_totals(self.recorder.payments.all(), self.journal,
+                                                    after=state.last_payment, currency=currency)
+        except (settlement.SettlementError, JournalError) as exc:
+            log.error("settlement: %s", exc)
+            return None
+        try:
+            code = await self.client.reconcile(totals, batch_number=state.batch, currency=currency)
+        except (HostUnavailable, HostClientError, MessageError) as exc:
+            log.warning("settlement: batch %d not sent: %s", state.batch, exc)
+            code = None
+        result = ("host_unreachable" if code is None else "in_balance" if code == "00"
+                  else "out_of_balance" if code == "95" else "refused")
+        if code in ("00", "95"):  # the host closed the batch either way
+            try:
+                settlement.save_state(folder, settlement.next_state(state, last))
+            except settlement.SettlementError as exc:
+                log.critical("settlement: %s", exc)
+        closed = False
+        if code is not None:
+            try:
+                fiscal.close(self.journal, "day", datetime.date.today().isoformat())
+                closed = True
+            except (JournalError, fiscal.FiscalError) as exc:
+                log.warning("settlement: the fiscal day is not closed: %s", exc)
+        self._figures_at = -1e9
+        self._poke.set()
+        exponent = self.config.kernel.terminal.currency_exponent
+        code_alpha = alpha(currency)
+        report = SettlementReport(state.batch, tuple(
+            SchemeLine(t.rid.hex().upper(), t.debit_count, Money(t.debit_amount, code_alpha, exponent),
+                       t.credit_count, Money(t.credit_amount, code_alpha, exponent)) for t in totals),
+            result, closed)
+        self.settlements.append(report)
+        await self.ui.ask(AskSettlement(report))
+        return report
+
+    # --- settings -----------------------------------------------------------------------------
+
+    async def change_settings(self) -> None:
+        answer = await self.ui.ask(AskSettings(self.settings))
+        if not isinstance(answer, Settings):
+            return
+        if answer.language != self.settings.language:
+            setter = getattr(self.ui, "set_merchant_language", None)
+            if callable(setter):
+                try:
+                    setter(answer.language)
+                except Exception:
+                    log.exception("the UI refused the language %s", answer.language)
+                    answer = Settings(self.settings.language, answer.shuffle, answer.training)
+        training = answer.training
+        self.settings = Settings(answer.language, answer.shuffle, self.settings.training)
+        if training != self.settings.training:
+            await self.set_training(training)
+
+    async def set_training(self, on: bool) -> None:
+        """Training mode on or off, journalled (`fiscal.training_start`/`training_end`): its
+        sales are approved here, never sent to the bank, their tickets in the training chains."""
+        if on == self.settings.training:
+            return
+        if self.journal is not None:
+            try:
+                (fiscal.training_start if on else fiscal.training_end)(self.journal, role="merchant")
+            except (JournalError, fiscal.FiscalError) as exc:
+                log.critical("fiscal journal: training mode NOT changed: %s", exc)
+                return
+        self.settings = Settings(self.settings.language, self.settings.shuffle, on)
+        self._poke.set()
 
     async def offline_queue(self) -> None:
         """The offline payments waiting for the bank, until the merchant goes back; "send now"
@@ -629,7 +902,7 @@ class Terminal:
         """The card transaction in the reader's thread, awaited whole even when the flow is
         cancelled (stop): the payments' state machine ends it or recovery settles it."""
         prompt = UiPrompt(self.ui, asyncio.get_running_loop(), pin_pad=self.pin_pad, exponent=money.exponent,
-                          shuffle=self.config.pin_pad.shuffle)
+                          shuffle=self.settings.shuffle)
         self._prompt = prompt
         if self._stop_requested.is_set():
             prompt.cancel()
@@ -650,6 +923,8 @@ class Terminal:
         prompt and the host client of this loop."""
         fulfil = LanguageWatch(driver.card_sender(session.transmit, session.protocol, errors=(ReaderError,)),
                                prompt)
+        if self.settings.training:
+            return self._training_transaction(fulfil, report, prompt)
         authorizer = self.authorizer
         paid = sale.card_payment(
             self.config, report.amount, fulfil, prompt, authorizer=authorizer,
@@ -664,6 +939,32 @@ class Terminal:
         report.outcome, report.payment, report.ticket = outcome, record, ticket
         report.host, report.unjournalled = host, unjournalled
         return done
+
+    def _training_transaction(self, fulfil: Any, report: SaleReport, prompt: UiPrompt) -> _Done:
+        """A training sale: the card and the kernel for real, the bank played here
+        (`TrainingAuthorizer`), nothing recorded as a payment, the ticket in the training chain."""
+        paid = sale.card_payment(self.config, report.amount, fulfil, prompt, authorizer=None,
+                                 online=TrainingAuthorizer(prompt), recorder=None, journal=None,
+                                 transaction_type=REFUND if report.refund else 0)
+        outcome = paid.outcome
+        if outcome.language:
+            prompt.prefer_languages(outcome.language)
+        ticket, unjournalled = None, []
+        if outcome.kind.approved and self.journal is not None:
+            sign = -1 if report.refund else 1
+            tender = fiscal.Tender("card", sign * report.amount, fiscal.card_reference(outcome, None))
+            record = fiscal.record_refund if report.refund else fiscal.record_sale
+            currency = alpha(self.config.kernel.terminal.currency)
+            try:
+                journalled = record(self.journal, sign * report.amount, currency, [tender], training=True)
+                lines = receipt_lines(journalled, version=software_version(),
+                                      merchant=self.config.kernel.terminal.merchant_name_location or None)
+                ticket = {"seq": journalled.seq, "type": journalled.type, "extract": journalled.extract,
+                          "receipt": lines, "training": True}
+            except (JournalError, fiscal.FiscalError, ReceiptError) as exc:
+                unjournalled.append(str(exc))
+        report.outcome, report.ticket, report.unjournalled = outcome, ticket, unjournalled
+        return _Done(outcome, None, ticket, None, unjournalled, [])
 
     def _after_card(self, done: _Done) -> None:
         if done.unjournalled or done.alerts:
@@ -732,7 +1033,7 @@ class Terminal:
         return Status(route=route, signal_bars=max(0, min(4, bars)), battery_percent=percent,
                       charging=charging, pending_count=found.count if found else 0, pending_amounts=pending,
                       clock=datetime.datetime.now().astimezone().replace(microsecond=0),
-                      alerts=tuple(sorted(alerts)))
+                      alerts=tuple(sorted(alerts)), training=self.settings.training)
 
     def _read_figures(self) -> SafFigures | None:
         if self.recorder is None:
@@ -742,6 +1043,15 @@ class Terminal:
         except SafQueueError as exc:
             log.error("status: the queue's figures cannot be read: %s", exc)
             return self._figures
+
+
+def _local_minute(at: str) -> str:
+    """A journal time (UTC, ISO 8601) in local time to the minute."""
+    try:
+        moment = datetime.datetime.fromisoformat(at.replace("Z", "+00:00"))
+        return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return at
 
 
 def _minor_units(value: Any, low: int) -> bool:

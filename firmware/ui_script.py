@@ -21,6 +21,13 @@ The script is TOML:
     sign = true              # the cardholder signs when asked
     receipt = "done"         # or "print"
     cancel = false           # the merchant cancels on the present-card screen
+    menu = "refund"          # instead of a sale: open the merchant menu on this flow (MENU_ITEMS)
+    code = "1234"            # the merchant code typed when asked (never written out)
+    ticket = 3               # the ticket picked in a list (its number); 0: the newest
+    training = true          # the settings screen's answer: training mode on or off
+    set_language = "en"      # the settings screen's answer: the merchant's language
+
+A `menu = "refund"` entry keys its `amount` on the refund keypad the menu opens.
 
 The present-card screen waits for the card (the firmware withdraws it when the card comes);
 the merchant menu and the offline queue are left at once.
@@ -44,16 +51,22 @@ from typing import Any, TextIO
 from firmware.money import CURRENCIES, MAX_AMOUNT, format_amount
 from ui.contract import (
     LANGUAGES,
+    MENU_ITEMS,
+    OPEN_MENU,
     AmountEntry,
     AskAmount,
     AskApplication,
     AskCancel,
+    AskCode,
     AskConfirm,
     AskMenu,
     AskOfflineQueue,
     AskPin,
     AskReceipt,
+    AskSettings,
+    AskSettlement,
     AskSignature,
+    AskTicket,
     Error,
     Idle,
     Outcome,
@@ -61,14 +74,17 @@ from ui.contract import (
     Processing,
     Question,
     Receipt,
+    Settings,
     Status,
+    TicketChoice,
     View,
 )
 
 MAX_SCRIPT_BYTES = 1 << 20
 THEN = ("stop", "wait")
 RECEIPT_ANSWERS = ("done", "print")
-_SALE_KEYS = ("amount", "tip", "refund", "pin", "choose", "confirm", "sign", "receipt", "cancel")
+_SALE_KEYS = ("amount", "tip", "refund", "pin", "choose", "confirm", "sign", "receipt", "cancel", "menu",
+              "code", "ticket", "training", "set_language")
 
 
 class ScriptError(Exception):
@@ -90,6 +106,11 @@ class ScriptedSale:
     sign: bool = True
     receipt: str = "done"
     cancel: bool = False
+    menu: str | None = None
+    code: str | None = field(default=None, repr=False)
+    ticket: int = 0
+    training: bool | None = None
+    set_language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,12 +184,29 @@ def _sale(table: Any, where: str, file: str) -> ScriptedSale:
     receipt = table.get("receipt", "done")
     if receipt not in RECEIPT_ANSWERS:
         raise ScriptError(file, f"{where}.receipt", f"one of {', '.join(RECEIPT_ANSWERS)}")
-    amount = integer("amount", None, 1)
+    menu = table.get("menu")
+    if menu is not None and menu not in MENU_ITEMS:
+        raise ScriptError(file, f"{where}.menu", f"one of {', '.join(MENU_ITEMS)}")
+    code = table.get("code")
+    if code is not None and not (isinstance(code, str) and code.isascii() and code.isdigit()
+                                 and 4 <= len(code) <= 8):
+        raise ScriptError(file, f"{where}.code", "4 to 8 digits, as a string")
+    ticket = table.get("ticket", 0)
+    if isinstance(ticket, bool) or not isinstance(ticket, int) or ticket < 0:
+        raise ScriptError(file, f"{where}.ticket", "a ticket number, or 0 for the newest")
+    training = table.get("training")
+    if training is not None and not isinstance(training, bool):
+        raise ScriptError(file, f"{where}.training", "true or false")
+    set_language = table.get("set_language")
+    if set_language is not None and set_language not in LANGUAGES:
+        raise ScriptError(file, f"{where}.set_language", f"one of {', '.join(LANGUAGES)}")
+    amount = integer("amount", 1 if menu is not None else None, 1)
     tip = integer("tip", 0, 0)
     if amount + tip > MAX_AMOUNT:
         raise ScriptError(file, f"{where}.tip", f"amount and tip together are at most {MAX_AMOUNT}")
     return ScriptedSale(amount, tip, boolean("refund", False), pin, choose, boolean("confirm", True),
-                        boolean("sign", True), receipt, boolean("cancel", False))
+                        boolean("sign", True), receipt, boolean("cancel", False), menu, code, ticket,
+                        training, set_language)
 
 
 def describe(item: View | Question) -> str:
@@ -211,6 +249,16 @@ def describe(item: View | Question) -> str:
             return f"ask menu: {' | '.join(items)}"
         case AskOfflineQueue(payments=payments):
             return f"ask offline queue: {len(payments)} payment(s)"
+        case AskCode(purpose=purpose, refused=refused, locked=locked):
+            state = " (LOCKED)" if locked else " (refused)" if refused else ""
+            return f"ask merchant code for {purpose}{state}"
+        case AskTicket(tickets=tickets, actions=actions):
+            return f"ask ticket for {' | '.join(actions)}: {len(tickets)} listed"
+        case AskSettlement(report=report):
+            return f"ask settlement: batch {report.batch} {report.result}" + (
+                ", day closed" if report.day_closed else "")
+        case AskSettings(current=current):
+            return f"ask settings: {current.language}, training {'on' if current.training else 'off'}"
     return f"screen {type(item).__name__}"
 
 
@@ -305,7 +353,7 @@ class ScriptedUi:
                 await asyncio.gather(mirror, return_exceptions=True)
 
     async def _play(self, question: Question) -> Any:
-        if isinstance(question, AskAmount):
+        if isinstance(question, AskAmount) and not question.refund:
             if self._next >= len(self.script.sales):
                 return await self._finished()
             self._sale = self.script.sales[self._next]
@@ -323,8 +371,28 @@ class ScriptedUi:
         if sale is None:  # a question outside a sale: nothing scripted for it
             return None
         match question:
+            case AskAmount(refund=True):
+                return AmountEntry(sale.amount, 0, True)
             case AskAmount():
+                if sale.menu is not None:
+                    return OPEN_MENU
                 return AmountEntry(sale.amount, sale.tip, sale.refund)
+            case AskMenu(items=items):
+                return sale.menu if sale.menu in items else None
+            case AskCode(locked=locked, refused=refused):
+                return None if locked or refused else sale.code  # typed once: a wrong code goes back
+            case AskTicket(tickets=tickets, actions=actions):
+                if not tickets:
+                    return None
+                seq = sale.ticket or tickets[0].seq
+                action = "cancel" if sale.menu == "cancel" or actions == ("cancel",) else actions[0]
+                return TicketChoice(seq, action)
+            case AskSettlement(report=report):
+                self._say(f"  | batch {report.batch}: {report.result}")
+                return "done"
+            case AskSettings(current=current):
+                return Settings(sale.set_language or current.language, current.shuffle,
+                                current.training if sale.training is None else sale.training)
             case AskApplication(labels=labels):
                 return sale.choose if 0 <= sale.choose < len(labels) else None
             case AskConfirm():

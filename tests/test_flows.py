@@ -1,0 +1,195 @@
+"""The merchant's flows through `tpe run`'s Terminal with a scripted UI: the card simulated in
+this process behind a stand-in for the PC/SC reader, the authorizations over TLS on loopback to
+the host simulator. TEST KEYS only: the test PKI is made in tmp, the DUKPT keys are the
+simulator's, the merchant code is a test code hashed here."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sim_processes import write_config
+
+from firmware.config import load_config
+from firmware.merchant_code import CodeGuard, MerchantCodeError, hash_code, matches, parse_hash
+from firmware.reader import CardTimeoutError
+from firmware.runtime import Terminal
+from firmware.sd_notify import Notifier
+from firmware.ui_script import ScriptedUi, parse_script
+from sim.host.server import HostSimulator
+from sim.inprocess import fresh_card
+from ui.contract import AskCode, AskMenu, AskReceipt, AskSettlement
+
+TEST_CODE = "4711"  # TEST merchant code
+FAST = {"notifier": Notifier({}), "error_pause": 0.0, "outcome_pause": 0.0, "card_wait": 5.0}
+
+
+class _Session:
+    def __init__(self, card: Any) -> None:
+        self.card = card
+        self.protocol = card.protocol
+        self.atr = b""
+
+    def transmit(self, tpdu: bytes) -> bytes:
+        return self.card.process(tpdu)
+
+    def disconnect(self, *_: Any) -> None:
+        return None
+
+
+class SimReader:
+    """Stands where `firmware.reader.PcscReader` is: one simulated card, always present."""
+
+    def __init__(self, profile: str) -> None:
+        self.profile = profile
+
+    def pick(self, name: str | None) -> str:
+        return "sim reader"
+
+    def connect_when_ready(self, name: str, timeout: float | None = None) -> _Session:
+        if self.profile is None:
+            raise CardTimeoutError("no card")
+        return _Session(fresh_card(self.profile))
+
+    def close(self) -> None:
+        return None
+
+    def cancel(self) -> None:
+        return None
+
+
+def _rows(folder: Path, chain: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(folder / "journal.sqlite3") as db:
+        return list(db.execute("SELECT type, payload FROM record WHERE chain = ? ORDER BY seq", (chain,)))
+
+
+def _run(tmp_path: Path, sales: list[dict[str, Any]], profile: str = "visa_cda_online",
+         merchant: str | None = None) -> tuple[Terminal, ScriptedUi, list[Any], str]:
+    stored = hash_code(TEST_CODE, log2_n=10).text()
+    extra = merchant if merchant is not None else f'[merchant]\ncode_hash = "{stored}"\n'
+    out = io.StringIO()
+    ui = ScriptedUi(parse_script({"sale": sales}), out=out)
+
+    async def scenario() -> tuple[Terminal, list[Any]]:
+        async with HostSimulator(tmp_path / "pki", ledger=tmp_path / "ledger.sqlite3") as host:
+            config = load_config(write_config(tmp_path, host.port, host.pki, extra))
+            terminal = Terminal(config, ui, reader_factory=lambda: SimReader(profile), **FAST)  # type: ignore[arg-type]
+            ui.on_done = lambda: terminal.request_stop("script done")
+            await terminal.run_until_stopped()
+            return terminal, host.ledger.entries()
+
+    terminal, entries = asyncio.run(scenario())
+    return terminal, ui, entries, out.getvalue()
+
+
+# --- the merchant code ------------------------------------------------------------------------
+
+def test_code_hash_round_trip_and_refusals() -> None:
+    stored = hash_code("123456", log2_n=10)
+    again = parse_hash(stored.text())
+    assert matches("123456", again) and not matches("123457", again) and not matches("12x456", again)
+    assert "123456" not in stored.text() and "123456" not in repr(stored)
+    assert hash_code("123456", log2_n=10).salt != stored.salt  # a fresh salt each time
+    for bad in ("", "scrypt$1$2", "bcrypt$10$8$1$00$00", "scrypt$99$8$1$" + "00" * 16 + "$" + "00" * 32):
+        with pytest.raises(MerchantCodeError):
+            parse_hash(bad)
+    with pytest.raises(MerchantCodeError):
+        hash_code("12")
+
+
+def test_code_guard_locks_after_max_tries_and_unlocks_later() -> None:
+    now = [0.0]
+    guard = CodeGuard(hash_code("2468", log2_n=10), max_tries=2, lockout=60, clock=lambda: now[0])
+    assert guard.check("0000").result == "refused"
+    assert guard.check("1111").result == "refused" and guard.locked()
+    assert guard.check("2468").result == "locked"  # even the right code while locked
+    now[0] = 61.0
+    assert guard.check("2468").result == "ok" and guard.failures == 0
+
+
+# --- flows end to end -------------------------------------------------------------------------
+
+def test_refund_from_the_menu_needs_the_code_and_journals_the_logins(tmp_path: Path) -> None:
+    terminal, ui, entries, out = _run(tmp_path, [
+        {"amount": 1500, "pin": "1234"},
+        {"menu": "refund", "code": "0000"},  # wrong: refused, back to the keypad
+        {"menu": "refund", "code": TEST_CODE, "amount": 700, "pin": "1234"},
+    ])
+    codes = [q for q in ui.questions if isinstance(q, AskCode)]
+    assert [c.refused for c in codes] == [False, True, False]
+    refund = terminal.reports[-1]
+    assert refund.refund and refund.payment is not None and refund.payment["kind"] == "refund"
+    assert refund.payment["state"] == "approved"
+    state = tmp_path / "state"
+    logins = [payload for kind, payload in _rows(state, "audit") if kind == "login"]
+    assert len(logins) == 2 and '"result":"refused"' in logins[0] and '"result":"ok"' in logins[1]
+    assert all('"role":"merchant"' in login for login in logins)
+    assert [kind for kind, _ in _rows(state, "ticket")] == ["sale", "refund"]
+    assert sorted(e.processing_code[:2] for e in entries) == ["00", "20"]
+    asked = [line for line in out.splitlines() if "merchant code" in line]
+    assert len(asked) == 3 and not any(TEST_CODE in line or "0000" in line for line in asked)
+
+
+def test_void_of_an_online_sale_cancels_the_ticket_and_reverses_it_at_the_host(tmp_path: Path) -> None:
+    _, ui, entries, _ = _run(tmp_path, [
+        {"amount": 2300, "pin": "1234"},
+        {"menu": "cancel", "code": TEST_CODE, "ticket": 1},
+        {"menu": "offline_queue"},
+    ])
+    state = tmp_path / "state"
+    tickets = _rows(state, "ticket")
+    assert [kind for kind, _ in tickets] == ["sale", "cancellation"] and '"cancels":1' in tickets[1][1]
+    receipts = [q.receipt for q in ui.questions if isinstance(q, AskReceipt)]
+    assert any("ANNULATION" in line for line in receipts[-1].lines)
+    (entry,) = [e for e in entries if e.mti == "0200"]
+    assert entry.amount == 2300 and entry.reversed  # the 0400 (reason 17) went through the queue
+
+
+def test_settlement_reconciles_at_the_host_and_closes_the_day(tmp_path: Path) -> None:
+    _, ui, entries, _ = _run(tmp_path, [
+        {"amount": 1200, "pin": "1234"},
+        {"amount": 3400, "pin": "1234"},
+        {"menu": "settlement", "code": TEST_CODE},
+        {"menu": "settlement", "code": TEST_CODE},
+    ])
+    reports = [q.report for q in ui.questions if isinstance(q, AskSettlement)]
+    first, second = reports
+    assert first.result == "in_balance" and first.day_closed and first.batch == 1
+    (scheme,) = first.schemes
+    assert scheme.scheme == "A000000003" and scheme.debit_count == 2 and scheme.debit.amount == 4600
+    assert second.batch == 2 and second.schemes == () and second.result == "in_balance"
+    assert not second.day_closed  # the day was closed once
+    assert [kind for kind, _ in _rows(tmp_path / "state", "closure")] == ["day"]
+    assert sorted(e.mti for e in entries) == ["0200", "0200"]
+
+
+def test_duplicate_receipt_is_marked_and_journalled(tmp_path: Path) -> None:
+    _, ui, _, _ = _run(tmp_path, [{"amount": 990, "pin": "1234"}, {"menu": "duplicate", "ticket": 1}])
+    receipts = [q.receipt for q in ui.questions if isinstance(q, AskReceipt)]
+    assert receipts[-1].duplicate and any("DUPLICATA 1" in line for line in receipts[-1].lines)
+    assert [kind for kind, _ in _rows(tmp_path / "state", "duplicate")] == ["duplicate"]
+
+
+def test_training_sale_never_reaches_the_host_and_is_watermarked(tmp_path: Path) -> None:
+    terminal, ui, entries, _ = _run(tmp_path, [
+        {"menu": "training", "code": TEST_CODE},
+        {"amount": 5000, "pin": "1234"},
+    ])
+    assert entries == []  # nothing reached the host
+    state = tmp_path / "state"
+    assert _rows(state, "ticket") == [] and [k for k, _ in _rows(state, "training-ticket")] == ["sale"]
+    assert [k for k, _ in _rows(state, "audit") if k.startswith("training")] == ["training_start"]
+    receipt = [q.receipt for q in ui.questions if isinstance(q, AskReceipt)][-1]
+    assert receipt.training and any("FORMATION" in line for line in receipt.lines)
+    assert terminal.reports[-1].payment is None
+
+
+def test_guarded_flows_are_not_offered_without_a_code(tmp_path: Path) -> None:
+    _, ui, _, _ = _run(tmp_path, [{"menu": "refund"}], merchant="")
+    (menu,) = [q for q in ui.questions if isinstance(q, AskMenu)]
+    assert "refund" not in menu.items and "settings" not in menu.items and "duplicate" in menu.items
+    assert not [q for q in ui.questions if isinstance(q, AskCode)]
