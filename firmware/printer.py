@@ -76,10 +76,25 @@ class RefusedReceipt(PrinterError):
     """The receipt cannot be printed as given (a card number in it, a QR code too large)."""
 
 
+def _luhn(digits: str) -> bool:
+    """ISO/IEC 7812-1, Annex B: the check digit every PAN ends with."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if position % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
 def looks_like_card_number(text: str) -> bool:
-    """13 or more digits in a row, alone or grouped by single spaces or hyphens (ISO/IEC 7812-1:
-    a PAN is up to 19 digits; a longer run may hold one)."""
-    return _CARD_NUMBER.search(text) is not None
+    """13 to 19 digits in a row, alone or grouped by single spaces or hyphens, whose Luhn check
+    digit holds (ISO/IEC 7812-1: a PAN), or a longer run (it may hold one). An AID's digits
+    (A0000000031010) or a reference number fail the check nine times in ten, so the receipt's
+    other numbers print."""
+    for match in _CARD_NUMBER.finditer(text):
+        digits = re.sub(r"[ -]", "", match.group())
+        if len(digits) > 19 or _luhn(digits):
+            return True
+    return False
 
 
 def _qr_function(fn: int, parameters: bytes) -> bytes:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import inspect
@@ -52,6 +53,7 @@ from firmware.money import CURRENCIES, MAX_AMOUNT, alpha
 from firmware.payment_records import REFUND, PaymentRecorder, RecordError, amend_reversal
 from firmware.payments import State
 from firmware.pin_pad import PinPad, PinPadError
+from firmware.printer import EscPosPrinter, PrinterError
 from firmware.reader import AsyncReader, CardSession, CardTimeoutError, PcscReader, ReaderError
 from firmware.receipt import ReceiptError, receipt_lines, software_version
 from firmware.saf_figures import SafFigures, figures
@@ -606,9 +608,20 @@ class Terminal:
         return report
 
     async def _receipt(self, receipt: Receipt) -> None:
-        answer = await self.ui.ask(AskReceipt(receipt))
-        if answer == "print":
+        """The receipt on screen (AGEC: printed only on request), printed on the [printer]."""
+        printer = self.config.printer
+        answer = await self.ui.ask(AskReceipt(dataclasses.replace(receipt, printable=printer is not None)))
+        if answer != "print":
+            return
+        if printer is None:
             log.info("receipt: printing asked, no printer configured")
+            return
+        try:
+            await EscPosPrinter.from_config(printer).print_receipt(receipt.lines)
+        except PrinterError as exc:
+            log.error("receipt: not printed: %s", exc)
+            self._show(Error("printer"))
+            await asyncio.sleep(self.error_pause)
 
     # --- the merchant's menu -------------------------------------------------------------------
 

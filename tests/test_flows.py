@@ -6,6 +6,7 @@ simulator's, the merchant code is a test code hashed here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import sqlite3
 from pathlib import Path
@@ -22,6 +23,7 @@ from firmware.sd_notify import Notifier
 from firmware.ui_script import ScriptedUi, parse_script
 from sim.host.server import HostSimulator
 from sim.inprocess import fresh_card
+from sim.printer import PrinterSimulator
 from ui.contract import AskCode, AskMenu, AskReceipt, AskSettlement
 
 TEST_CODE = "4711"  # TEST merchant code
@@ -68,15 +70,23 @@ def _rows(folder: Path, chain: str) -> list[tuple[str, str]]:
 
 
 def _run(tmp_path: Path, sales: list[dict[str, Any]], profile: str = "visa_cda_online",
-         merchant: str | None = None) -> tuple[Terminal, ScriptedUi, list[Any], str]:
+         merchant: str | None = None, printer: PrinterSimulator | None = None,
+         ) -> tuple[Terminal, ScriptedUi, list[Any], str]:
     stored = hash_code(TEST_CODE, log2_n=10).text()
     extra = merchant if merchant is not None else f'[merchant]\ncode_hash = "{stored}"\n'
     out = io.StringIO()
     ui = ScriptedUi(parse_script({"sale": sales}), out=out)
 
     async def scenario() -> tuple[Terminal, list[Any]]:
-        async with HostSimulator(tmp_path / "pki", ledger=tmp_path / "ledger.sqlite3") as host:
-            config = load_config(write_config(tmp_path, host.port, host.pki, extra))
+        async with contextlib.AsyncExitStack() as stack:
+            host = await stack.enter_async_context(HostSimulator(tmp_path / "pki",
+                                                                 ledger=tmp_path / "ledger.sqlite3"))
+            if printer is not None:
+                await stack.enter_async_context(printer)
+                extra_printer = f'[printer]\nport = "{printer.path}"\n'
+            else:
+                extra_printer = ""
+            config = load_config(write_config(tmp_path, host.port, host.pki, extra + extra_printer))
             terminal = Terminal(config, ui, reader_factory=lambda: SimReader(profile), **FAST)  # type: ignore[arg-type]
             ui.on_done = lambda: terminal.request_stop("script done")
             await terminal.run_until_stopped()
@@ -193,3 +203,13 @@ def test_guarded_flows_are_not_offered_without_a_code(tmp_path: Path) -> None:
     (menu,) = [q for q in ui.questions if isinstance(q, AskMenu)]
     assert "refund" not in menu.items and "settings" not in menu.items and "duplicate" in menu.items
     assert not [q for q in ui.questions if isinstance(q, AskCode)]
+
+
+def test_print_on_request_prints_the_receipt_shown_on_the_printer(tmp_path: Path) -> None:
+    printer = PrinterSimulator()
+    _terminal, ui, _entries, _out = _run(tmp_path, [{"amount": 4250, "pin": "1234", "receipt": "print"}],
+                                         printer=printer)
+    (asked,) = [q.receipt for q in ui.questions if isinstance(q, AskReceipt)]
+    assert asked.printable  # a printer is configured: "print" offered
+    assert [line.rstrip() for line in printer.lines] == [line.rstrip() for line in asked.lines]
+    assert printer.errors == []

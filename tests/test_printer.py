@@ -20,6 +20,7 @@ from firmware.printer import (
     PrinterTimeout,
     PrinterUnavailable,
     RefusedReceipt,
+    looks_like_card_number,
 )
 from sim.printer import PAPER_END, Cut, EscPosDecoder, Line, PrinterSimulator, QrCode
 
@@ -156,7 +157,7 @@ def test_without_the_paper_check_a_silent_printer_still_prints() -> None:
 
 
 @pytest.mark.parametrize("line", ["4761739001010051", "PAN 4761 7390 0101 0051", "x4761-7390-0101-0051y",
-                                  "1234567890123", "12345678901234567890123"])
+                                  "4222222222222", "12345678901234567890123"])
 def test_a_line_with_a_card_number_is_refused_and_not_quoted(line: str) -> None:
     async def scenario() -> PrinterSimulator:
         async with PrinterSimulator() as sim:
@@ -252,3 +253,9 @@ def test_bad_printer_settings_name_file_and_key(body: str, key: str) -> None:
         parse_config(config_with(f"[printer]\n{body}\n"), "t.toml", DEFAULTS)
     assert (caught.value.file, caught.value.key) == ("t.toml", key)
 
+
+
+@pytest.mark.parametrize("line", ["AID             A0000000031010", "Ref 1234567890123", "RRN 263300000001"])
+def test_numbers_that_fail_the_luhn_check_print(line: str) -> None:
+    assert not looks_like_card_number(line)
+    assert looks_like_card_number("4761739001010051")  # the same length, its check digit holds
