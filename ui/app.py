@@ -395,7 +395,7 @@ class TouchUi:
         self._clock_text = f"{now:%H:%M}"
         w, h = self.theme.size
         merchant = Env(self.theme, self._translator(self._merchant_language), now)
-        top = status_bar.height(merchant)
+        top = status_bar.height(merchant, self._status)
         bar = status_bar.widgets(self._status, Box(0, 0, w, top), merchant)
         language = (self._merchant_language if self._screen.audience is Audience.MERCHANT
                     else self._cardholder_language)

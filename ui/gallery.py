@@ -17,16 +17,22 @@ from pathlib import Path
 
 from ui.app import TouchUi
 from ui.contract import (
+    CODE_PURPOSES,
     LANGUAGES,
+    SETTLEMENT_RESULTS,
     AskAmount,
     AskApplication,
     AskCancel,
+    AskCode,
     AskConfirm,
     AskMenu,
     AskOfflineQueue,
     AskPin,
     AskReceipt,
+    AskSettings,
+    AskSettlement,
     AskSignature,
+    AskTicket,
     Error,
     Idle,
     Money,
@@ -35,7 +41,11 @@ from ui.contract import (
     Processing,
     Question,
     Receipt,
+    SchemeLine,
+    Settings,
+    SettlementReport,
     Status,
+    TicketLine,
     View,
 )
 from ui.reasons import REASON_MESSAGES
@@ -66,6 +76,26 @@ RECEIPT_LINES = (
     "tpe 0.1.0",
 )
 RECEIPT = Receipt(RECEIPT_LINES, qr="https://receipts.example/t/000127?k=8d5c0e", printable=True)
+TRAINING_STATUS = Status(route="4G", signal_bars=3, battery_percent=76, clock=CLOCK, training=True)
+
+
+def _eur(amount: int) -> Money:
+    return Money(amount, "EUR", 2)
+
+
+TICKETS = (
+    TicketLine(131, "cancellation", _eur(-1890), "2025-03-14 10:02"),
+    TicketLine(130, "sale", _eur(1890), "2025-03-14 09:58", cancelled=True),
+    TicketLine(129, "refund", _eur(-1500), "2025-03-14 09:41"),
+    *(TicketLine(128 - n, "sale", _eur(1250 + 730 * n), f"2025-03-14 0{8 - n // 3}:{50 - 7 * n:02d}")
+      for n in range(6)),
+    TicketLine(122, "sale", _eur(990), "2025-03-13 18:20", training=True),
+)
+SETTLEMENT = SettlementReport(41, (
+    SchemeLine("A000000042", 23, _eur(84730), 1, _eur(1500)),
+    SchemeLine("A000000004", 7, _eur(19820), 0, _eur(0)),
+    SchemeLine("A000000003", 5, _eur(12340), 0, _eur(0)),
+), "in_balance", day_closed=True)
 
 
 @dataclass(frozen=True)
@@ -122,6 +152,28 @@ def shots() -> list[Shot]:
         Shot("receipt_view", RECEIPT),
     ]
     out += [Shot(f"error_{kind}", Error(kind)) for kind in (*ERROR_KINDS, "unknown")]
+    out += [
+        Shot("amount_refund", AskAmount("EUR", 2, refund=True)),
+        Shot("amount_no_refund", AskAmount("EUR", 2, menu=True, refund_allowed=False)),
+        Shot("amount_training", AskAmount("EUR", 2, menu=True), TRAINING_STATUS),
+        *(Shot(f"code_{purpose}", AskCode(purpose, tries_left=3)) for purpose in CODE_PURPOSES),
+        Shot("code_refused", AskCode("refund", tries_left=1, refused=True), TRAINING_STATUS),
+        Shot("code_locked", AskCode("settlement", tries_left=0, refused=True, locked=True)),
+        Shot("tickets_history", AskTicket(TICKETS)),
+        Shot("tickets_duplicate", AskTicket((*TICKETS[:3], TICKETS[-1]), ("duplicate",)), TRAINING_STATUS),
+        Shot("tickets_empty", AskTicket(())),
+        Shot("settlement", AskSettlement(SETTLEMENT)),
+        *(Shot(f"settlement_{result}", AskSettlement(SettlementReport(42, SETTLEMENT.schemes[:1], result)))
+          for result in (*SETTLEMENT_RESULTS[1:], "unknown")),
+        Shot("settlement_many_schemes",
+             AskSettlement(SettlementReport(43, SETTLEMENT.schemes * 3, "in_balance")), TRAINING_STATUS),
+        Shot("settlement_empty", AskSettlement(SettlementReport(44, (), "in_balance", day_closed=True))),
+        Shot("settings", AskSettings(Settings("fr", shuffle=True, training=False))),
+        Shot("settings_training", AskSettings(Settings("de", shuffle=False, training=True)), TRAINING_STATUS),
+        Shot("receipt_duplicate", AskReceipt(Receipt(RECEIPT_LINES, duplicate=True, printable=True))),
+        Shot("receipt_training_duplicate", AskReceipt(Receipt(RECEIPT_LINES, qr=RECEIPT.qr, duplicate=True,
+                                                              training=True)), TRAINING_STATUS),
+    ]
     return out
 
 

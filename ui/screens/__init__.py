@@ -8,12 +8,16 @@ from ui.contract import (
     AskAmount,
     AskApplication,
     AskCancel,
+    AskCode,
     AskConfirm,
     AskMenu,
     AskOfflineQueue,
     AskPin,
     AskReceipt,
+    AskSettings,
+    AskSettlement,
     AskSignature,
+    AskTicket,
     Error,
     Idle,
     Outcome,
@@ -27,12 +31,16 @@ from ui.errors import UiError
 from ui.screens.amount import AmountScreen
 from ui.screens.base import Answered, Audience, Env, Screen, ViewScreen
 from ui.screens.card import ApplicationScreen, ConfirmScreen, PresentCardScreen
+from ui.screens.code import CodeScreen
 from ui.screens.merchant import MenuScreen, OfflineQueueScreen
 from ui.screens.outcome import ErrorScreen, OutcomeScreen
 from ui.screens.pin import PinScreen
 from ui.screens.progress import ProcessingScreen
 from ui.screens.receipt import ReceiptScreen
+from ui.screens.settings import SettingsScreen
+from ui.screens.settlement import SettlementScreen
 from ui.screens.signature import SignatureScreen
+from ui.screens.tickets import TicketScreen
 
 __all__ = ["Answered", "Audience", "Env", "Screen", "ViewScreen", "screen_for_question", "screen_for_view"]
 
@@ -78,4 +86,12 @@ def screen_for_question(question: Question, shuffle: random.Random,
             return MenuScreen(question, alerts)
         case AskOfflineQueue():
             return OfflineQueueScreen(question)
+        case AskCode():
+            return CodeScreen(question)
+        case AskTicket():
+            return TicketScreen(question)
+        case AskSettlement():
+            return SettlementScreen(question)
+        case AskSettings():
+            return SettingsScreen(question)
     raise UiError(f"not a question: {type(question).__name__}")

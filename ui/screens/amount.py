@@ -28,11 +28,18 @@ class AmountScreen(Screen):
         self.exponent = question.exponent if question else exponent
         self.values = {"amount": 0, "tip": 0}
         self.field = "amount"
-        self.refund = False
+        self.refund = question is not None and question.refund
 
     @property
     def active(self) -> bool:
         return self.question is not None
+
+    @property
+    def switchable(self) -> bool:
+        """Sale and refund both offered: the keypad did not open in refund mode (the merchant
+        code was given for a refund) and a refund may be asked for."""
+        question = self.question
+        return question is not None and not question.refund and question.refund_allowed
 
     def handle_event(self, event: UiEvent) -> Answered | None:
         question = self.question
@@ -47,7 +54,7 @@ class AmountScreen(Screen):
                 self.values[self.field] = 0
             case "field" if question.tip:
                 self.field = event.value
-            case "mode":
+            case "mode" if self.switchable:
                 self.refund = event.value == "refund"
             case "ok":
                 return self._ok(question)
@@ -80,7 +87,11 @@ class AmountScreen(Screen):
 
         field_h = max(env.px(72), env.theme.min_target)
         modes, area = area.take_top(field_h, env.gap)
-        if self.active:
+        if self.active and not self.switchable:
+            mode = tr("keypad.refund") if self.refund else tr("keypad.sale")
+            widgets.append(Label(modes, mode, env.title_size, "alert" if self.refund else "screen", bold=True,
+                                 fill=self.refund))
+        elif self.active:
             sale_box, refund_box = modes.columns(2, env.gap)
             widgets.append(Button(sale_box, tr("keypad.sale"), UiEvent("mode", "sale"), env.button_size,
                                   "field_idle" if self.refund else "field"))

@@ -1,7 +1,8 @@
 """The receipt: the journalled ticket's lines as the firmware made them (`firmware.receipt`, not
 translated: the fiscal text is the ticket's), the e-receipt's QR code, and "print" / "done".
 French law prints the paper ticket only on request (Code de l'environnement, L541-15-10 IV, from
-loi AGEC 2020-105, art. 49)."""
+loi AGEC 2020-105, art. 49). A duplicate (`fiscal.reprint`) and a training ticket are marked above
+the ticket and again at its foot, so that a photo of the screen still says it."""
 
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ class ReceiptScreen(Screen):
             widgets.extend(row)
         label, area = title(area, env, tr("receipt.title"), env.px(44))
         widgets.append(label)
+        marks = [tr(key) for key, on in (("receipt.duplicate", self.receipt.duplicate),
+                                          ("receipt.training", self.receipt.training)) if on]
+        if marks:
+            box, area = area.take_top(env.px(40), env.px(4))
+            widgets.append(Label(box, " · ".join(marks), env.px(26), "alert", bold=True, fill=True))
         if self.receipt.qr:
             box, area = area.take_top(env.px(190), env.px(4))
             side = box.h
@@ -52,6 +58,9 @@ class ReceiptScreen(Screen):
             label, area = body(area, env, tr("receipt.scan"), env.px(30), size=env.px(22), style="dim")
             widgets.append(label)
         widgets.append(Panel(area, "paper"))
+        if marks:
+            foot, area = area.take_bottom(env.px(36))
+            widgets.append(Label(foot, " · ".join(marks), env.px(24), "alert", bold=True, fill=True))
         widgets.extend(_lines(area.inset(env.px(8)), self.receipt.lines, env))
         return widgets
 

@@ -1,5 +1,6 @@
 """The status bar, always on top and in the merchant's language: route and signal bars, pending
-offline payments (count and amounts), an alert marker, battery, clock."""
+offline payments (count and amounts), an alert marker, battery, clock; in training mode, a band
+beneath it on every screen."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from ui.widgets import Battery, Label, Panel, SignalBars, Widget
 TRANSLATED_ROUTES = ("wifi", "ethernet")
 SIGNAL_ROUTES = ("5G", "4G", "3G", "2G", "wifi")
 REFERENCE_HEIGHT = 56
+TRAINING_HEIGHT = 30  # the training band under the bar
 
 
-def height(env: Env) -> int:
-    return env.px(REFERENCE_HEIGHT)
+def height(env: Env, status: Status | None = None) -> int:
+    """The bar, and the training band beneath it when training mode is on."""
+    band = env.px(TRAINING_HEIGHT) if status is not None and status.training else 0
+    return env.px(REFERENCE_HEIGHT) + band
 
 
 def route_text(status: Status, env: Env) -> str:
@@ -30,7 +34,11 @@ def widgets(status: Status, box: Box, env: Env) -> list[Widget]:
     tr = env.tr
     px = env.px
     size = px(22)
-    out: list[Widget] = [Panel(box, "status")]
+    out: list[Widget] = []
+    if status.training:  # on every screen while it lasts: nothing goes to the bank
+        band, box = box.take_bottom(px(TRAINING_HEIGHT))
+        out.append(Label(band, tr("status.training"), px(20), "alert", bold=True, fill=True))
+    out.insert(0, Panel(box, "status"))
     inner = box.inset(px(6), px(4))
     x = inner.x
 
