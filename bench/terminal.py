@@ -129,6 +129,11 @@ def bench_sales_memory(results: dict[str, float]) -> None:
         started.append(host)
         assert host.stdout is not None
         port = int(host.stdout.readline().strip().rsplit(":", 1)[1])
+        assert host.stdin is not None  # money enough on the card's account for every sale
+        host.stdin.write(f"balance visa_cda_online {SALES * 10000}\n")
+        host.stdin.flush()
+        if not host.stdout.readline().startswith("ok"):
+            raise RuntimeError("the host simulator did not take the balance")
         card = subprocess.Popen([*TPE, "sim", "card", "serve", "--profile", "visa_cda_online", "--port",
                                  str(daemon.vpcd_port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True, cwd=ROOT)
