@@ -63,7 +63,7 @@ class Receipt:
 
 @dataclass(frozen=True)
 class Error:
-    kind: str  # "card_removed", "no_network_offline", "reader_missing", "card_error", "try_again"
+    kind: str  # "card_removed", "no_network_offline", "reader_missing", "card_error", "try_again", "printer"
 
 
 View = Idle | PresentCard | Processing | Outcome | Receipt | Error
@@ -238,9 +238,11 @@ class SettlementReport:
 
 @dataclass(frozen=True)
 class AskSettlement:
-    """The settlement report with "done". Answer: "done" (or "print")."""
+    """The settlement report with "done", and "print" when `printable`. Answer: "done" or
+    "print"."""
 
     report: SettlementReport
+    printable: bool = False  # a printer is configured: offer "print"
 
 
 @dataclass(frozen=True)

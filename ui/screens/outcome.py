@@ -9,7 +9,8 @@ from ui.reasons import reason_key
 from ui.screens.base import Env, ViewScreen, body, title
 from ui.widgets import Icon, Label, Panel, Widget
 
-ERROR_KINDS = ("card_removed", "no_network_offline", "reader_missing", "card_error", "try_again")
+ERROR_KINDS = ("card_removed", "no_network_offline", "reader_missing", "card_error", "try_again",
+               "printer")
 
 
 class OutcomeScreen(ViewScreen):

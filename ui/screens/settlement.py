@@ -1,6 +1,6 @@
 """The settlement report (`AskSettlement`): the batch, each scheme's debits and credits, the
 totals, the host's verdict in plain words (ISO 8583 0510 field 39: '00' reconciled, '95' out of
-balance), whether the fiscal day was closed, and "done"."""
+balance), whether the fiscal day was closed, "print" when a printer is configured, and "done"."""
 
 from __future__ import annotations
 
@@ -29,8 +29,11 @@ class SettlementScreen(Screen):
 
     def __init__(self, question: AskSettlement) -> None:
         self.report = question.report
+        self.printable = question.printable
 
     def handle_event(self, event: UiEvent) -> Answered | None:
+        if event.name == "print" and self.printable:
+            return Answered("print")
         return Answered("done") if event.name == "done" else None
 
     def layout(self, area: Box, env: Env) -> list[Widget]:
@@ -38,7 +41,9 @@ class SettlementScreen(Screen):
         report = self.report
         area = area.inset(env.margin)
         widgets: list[Widget] = []
-        row, area = bottom_row(area, env, [(tr("receipt.done"), UiEvent("done"), "ok")])
+        buttons = [(tr("receipt.print"), UiEvent("print"), "button")] if self.printable else []
+        buttons.append((tr("receipt.done"), UiEvent("done"), "ok"))
+        row, area = bottom_row(area, env, buttons)
         widgets.extend(row)
         label, area = title(area, env, tr("settlement.title"), env.px(44))
         widgets.append(label)
