@@ -31,11 +31,15 @@ from sim.inprocess import fresh_card
 from ui.app import TouchUi
 from ui.contract import (
     AskAmount,
+    AskApplication,
     AskCode,
     AskConfirm,
     AskMenu,
     AskPin,
     AskReceipt,
+    AskSettlement,
+    AskTicket,
+    Error,
     Outcome,
     Question,
     View,
@@ -217,6 +221,12 @@ class Bench:
     folder: Path
     entries: list[Any] = field(default_factory=list)
 
+    def ledger_count(self) -> int:
+        """The host's entries, read from its ledger's file (the host may be stopped)."""
+        with contextlib.closing(sqlite3.connect(self.folder / "ledger.sqlite3")) as db:
+            (count,) = db.execute("SELECT count(*) FROM entries").fetchone()
+        return int(count)
+
     def journal(self, chain: str) -> list[tuple[str, str]]:
         with contextlib.closing(sqlite3.connect(self.folder / "state" / "journal.sqlite3")) as db:
             return list(db.execute("SELECT type, payload FROM record WHERE chain = ? ORDER BY seq", (chain,)))
@@ -254,7 +264,8 @@ def play(tmp_path: Path, driver: Driver, profile: str = "visa_cda_online", *, ho
             driving = asyncio.ensure_future(drive())
             await terminal.run_until_stopped()
             await driving
-            bench.entries = host.ledger.entries()
+            if host_up:
+                bench.entries = host.ledger.entries()
         finally:
             await host.stop()
         return bench
@@ -287,3 +298,178 @@ def test_online_sale_with_pin_is_booked_at_the_host_and_journalled(tmp_path: Pat
     ticket = json.loads(tickets[0][1])
     (tender,) = ticket["tenders"]
     assert ticket["amount"] == 1250 and tender["reference"]["authorization_code"] == entry.approval_code
+
+
+async def cardholder(ui: TouchUi, language: str) -> AskReceipt:
+    """The cardholder's part, whatever the card asks (amount confirmation, PIN), until the
+    receipt, whose "done" is tapped."""
+    await until(ui, lambda: isinstance(ui.asking, AskPin | AskConfirm | AskReceipt), "cardholder screen")
+    while not isinstance(ui.asking, AskReceipt):
+        if isinstance(ui.asking, AskConfirm | AskPin):
+            await key_pin(ui, language)
+        await until(ui, lambda: isinstance(ui.asking, AskPin | AskConfirm | AskReceipt), "receipt")
+    return await receipt_done(ui, language)
+
+
+def test_co_badged_card_shows_both_brands_and_pays_with_the_one_tapped(tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await key_amount(ui, 800)
+        choice = await asked(ui, AskApplication, "brand choice")
+        seen.append(ui.texts())
+        assert [b.text for b in ui.buttons() if b.event.name == "choose"] == list(choice.labels)
+        await taps(ui, "Visa")
+        await cardholder(ui, "fr")  # cb_visa_cobadged: 5F2D 'fren'
+
+    bench = play(tmp_path, driver, "cb_visa_cobadged")
+    (choice_texts,) = seen
+    assert fr("choice.title") in choice_texts and {"CB", "Visa"} <= set(choice_texts)
+    (entry,) = bench.entries
+    assert entry.approved and entry.amount == 800 and entry.rid == "A000000003"  # Visa's RID, not CB's
+    (ticket,) = [json.loads(payload) for _, payload in bench.journal("ticket")]
+    assert ticket["tenders"][0]["reference"]["aid"] == "A0000000031010"
+
+
+def test_a_german_card_switches_the_cardholder_screens_to_german_and_back(tmp_path: Path) -> None:
+    pin_texts: list[list[str]] = []
+
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await key_amount(ui, 1999)
+        await until(ui, lambda: isinstance(ui.asking, AskPin | AskConfirm), "PIN pad")
+        _, shown = await key_pin(ui, "de")
+        pin_texts.append(shown)
+        await receipt_done(ui, "de")
+        await asked(ui, AskAmount, "amount keypad")
+        pin_texts.append(ui.texts())  # the merchant's keypad, in French again
+
+    bench = play(tmp_path, driver, "language_de")
+    pin, keypad = pin_texts
+    assert text("de", "pin.title_online") in pin and fr("pin.title_online") not in pin
+    (outcome,) = bench.ui.texts_of(Outcome)
+    assert text("de", "outcome.approved") in outcome
+    assert fr("keypad.menu") in keypad and text("de", "keypad.menu") not in keypad
+    assert bench.entries[0].approved
+
+
+def test_refund_behind_the_merchant_code_is_credited_at_the_host(tmp_path: Path) -> None:
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await online_sale(ui, 3000)
+        await open_menu(ui, "refund")
+        await merchant_code(ui, "refund")
+        await asked(ui, AskAmount, "refund keypad")
+        assert ui.asking.refund
+        await taps(ui, *"1200", fr("common.ok"))
+        await cardholder(ui, "en")
+
+    bench = play(tmp_path, driver)
+    _, refund = bench.terminal.reports
+    assert refund.refund and refund.payment is not None and refund.payment["state"] == "approved"
+    assert [kind for kind, _ in bench.journal("ticket")] == ["sale", "refund"]
+    logins = [json.loads(p) for k, p in bench.journal("audit") if k == "login"]
+    assert [(login["purpose"], login["result"]) for login in logins] == [("refund", "ok")]
+    debit, credit = sorted(bench.entries, key=lambda e: e.processing_code)
+    assert (debit.processing_code[:2], debit.amount) == ("00", 3000)
+    assert (credit.processing_code[:2], credit.amount, credit.approved) == ("20", 1200, True)
+
+
+def test_void_from_the_tickets_cancels_it_and_reverses_it_at_the_host(tmp_path: Path) -> None:
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await online_sale(ui, 2300)
+        await open_menu(ui, "cancel")
+        await merchant_code(ui, "cancel")
+        tickets = await asked(ui, AskTicket, "tickets")
+        (line,) = tickets.tickets
+        await tap_event(ui, UiEvent("ticket", line.seq))
+        await taps(ui, fr("tickets.cancel"))
+        receipt = await receipt_done(ui)
+        assert any("ANNULATION" in row for row in receipt.receipt.lines)
+        await until(ui, lambda: any(e.reversed for e in bench.host.ledger.entries()), "reversal at the host")
+
+    bench = play(tmp_path, driver)
+    assert [kind for kind, _ in bench.journal("ticket")] == ["sale", "cancellation"]
+    (entry,) = bench.entries
+    assert entry.amount == 2300 and entry.reversed
+
+
+def test_settlement_report_shows_the_totals_and_the_host_reconciles(tmp_path: Path) -> None:
+    report: list[list[str]] = []
+    reconciled: list[str | None] = []
+
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await online_sale(ui, 1200)
+        await online_sale(ui, 3400)
+        await open_menu(ui, "settlement")
+        await merchant_code(ui, "settlement")
+        await asked(ui, AskSettlement, "settlement report")
+        report.append(ui.texts())
+        assert fr("receipt.print") not in [b.text for b in ui.buttons()]  # no printer configured
+        await taps(ui, fr("receipt.done"))
+        await asked(ui, AskAmount, "amount keypad")
+        (first, *_) = bench.host.ledger.entries()
+        reconciled.append(bench.host.ledger.reconciliation(first.terminal_id, 1))
+
+    bench = play(tmp_path, driver)
+    (shown,) = report
+    total = fr("format.money", amount="46,00", symbol="€")
+    assert {fr("settlement.title"), fr("settlement.batch", batch=1), fr("settlement.result.in_balance"),
+            fr("settlement.day_closed"), "Visa", fr("settlement.debits", count=2, amount=total)} <= set(shown)
+    assert sorted(e.amount for e in bench.entries) == [1200, 3400]
+    assert all(e.batch == 1 for e in bench.entries)  # the host put both into the batch reconciled
+    assert reconciled == ["00"]
+    assert [kind for kind, _ in bench.journal("closure")] == ["day"]
+
+
+def test_card_pulled_during_the_pin_shows_card_removed_and_nothing_is_booked(tmp_path: Path) -> None:
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await key_amount(ui, 2000)
+        await until(ui, lambda: isinstance(ui.asking, AskPin | AskConfirm), "PIN pad")
+        if isinstance(ui.asking, AskConfirm):
+            await taps(ui, text("en", "common.ok"))
+            await asked(ui, AskPin)
+        bench.reader.pulled = True  # the card leaves the reader while the PIN pad shows
+        await taps(ui, *TEST_PIN, text("en", "common.ok"))
+        await until(ui, lambda: any(isinstance(v, Error) for v, _ in ui.shown), "error screen")
+        await asked(ui, AskAmount, "amount keypad")
+
+    bench = play(tmp_path, driver)
+    ((view, shown),) = [(v, t) for v, t in bench.ui.shown if isinstance(v, Error)]
+    assert view.kind == "card_removed"
+    assert text("en", "error.card_removed.title") in shown  # still in the card's language
+    assert not bench.ui.texts_of(Outcome)
+    (report,) = bench.terminal.reports
+    assert report.error == "card_removed"
+    assert bench.entries == [] and bench.journal("ticket") == []
+
+
+def test_offline_sale_during_an_outage_is_approved_within_limits_and_queued(tmp_path: Path) -> None:
+    status: list[list[str]] = []
+
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await key_amount(ui, 1000)
+        await until(ui, lambda: isinstance(ui.asking, AskReceipt | AskPin | AskConfirm), "receipt")
+        await cardholder(ui, "en")
+        pending = fr("status.pending", count=1)
+        await until(ui, lambda: any(pending in t for t in ui.texts()), "pending count on the status bar")
+        status.append(ui.texts())
+
+    bench = play(tmp_path, driver, "new_card_online", host_up=False)
+    no_network = [t for v, t in bench.ui.shown if v == Error("no_network_offline")]
+    # the cardholder's screen in the card's language (5F2D 'en'), the merchant's status bar in French
+    assert no_network and {text("en", "error.no_network_offline.title"), fr("status.no_link")} <= set(
+        no_network[0])
+    (outcome,) = [v for v, _ in bench.ui.shown if isinstance(v, Outcome)]
+    assert outcome.approved and outcome.offline
+    (report,) = bench.terminal.reports
+    assert report.payment is not None and report.payment["state"] == "approved_offline"
+    assert bench.ledger_count() == 0  # the host never heard of it
+    (bar,) = status
+    assert fr("status.pending", count=1) in bar and fr("status.no_link") in bar
+    assert [kind for kind, _ in bench.journal("ticket")] == ["sale"]
