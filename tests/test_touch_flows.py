@@ -30,6 +30,7 @@ from sim.host.server import HostSimulator
 from sim.inprocess import fresh_card
 from ui.app import TouchUi
 from ui.contract import (
+    LANGUAGES,
     AskAmount,
     AskApplication,
     AskCode,
@@ -42,6 +43,7 @@ from ui.contract import (
     Error,
     Outcome,
     Question,
+    SettlementReport,
     View,
 )
 from ui.i18n import LOCALES
@@ -473,3 +475,27 @@ def test_offline_sale_during_an_outage_is_approved_within_limits_and_queued(tmp_
     (bar,) = status
     assert fr("status.pending", count=1) in bar and fr("status.no_link") in bar
     assert [kind for kind, _ in bench.journal("ticket")] == ["sale"]
+
+
+# --- the printer on the touchscreen -------------------------------------------------------------
+
+def test_settlement_report_offers_print_only_with_a_printer_and_the_printer_error_is_translated() -> None:
+    async def main() -> None:
+        async with RecordingUi() as ui:
+            report = SettlementReport(3, (), "in_balance", day_closed=True)
+            plain = asyncio.ensure_future(ui.ask(AskSettlement(report)))
+            await ui.settle()
+            assert fr("receipt.print") not in [b.text for b in ui.buttons()]
+            await taps(ui, fr("receipt.done"))
+            assert await asyncio.wait_for(plain, STEP) == "done"
+            printable = asyncio.ensure_future(ui.ask(AskSettlement(report, printable=True)))
+            await ui.settle()
+            await taps(ui, fr("receipt.print"))
+            assert await asyncio.wait_for(printable, STEP) == "print"
+            for language in LANGUAGES:
+                ui.set_merchant_language(language)
+                ui.show(Error("printer"))
+                wanted = {text(language, "error.printer.title"), text(language, "error.printer.detail")}
+                assert wanted <= set(ui.texts()), language
+
+    asyncio.run(main())
