@@ -81,6 +81,7 @@ from ui.contract import (
 )
 
 MAX_SCRIPT_BYTES = 1 << 20
+KEPT = 300  # the last screens, questions, screenshots and languages a ScriptedUi keeps (issue 8)
 THEN = ("stop", "wait")
 RECEIPT_ANSWERS = ("done", "print")
 _SALE_KEYS = ("amount", "tip", "refund", "pin", "choose", "confirm", "sign", "receipt", "cancel", "menu",
@@ -262,10 +263,17 @@ def describe(item: View | Question) -> str:
     return f"screen {type(item).__name__}"
 
 
+def _keep(kept: list[Any], item: Any) -> None:
+    kept.append(item)
+    del kept[:-KEPT]
+
+
 class ScriptedUi:
-    """`ui.contract.UiPort` answering from a `Script`. `views`, `questions` and `statuses` keep
-    what the firmware did, for tests; `before_answer(question)` (tests) runs before each answer.
-    `on_done` is called once the script has no sale left (`then = "stop"`)."""
+    """`ui.contract.UiPort` answering from a `Script`. `views`, `questions`, `shots` and
+    `languages` keep the last `KEPT` of what the firmware did, `statuses` the last 100, for
+    tests: a terminal that plays thousands of sales keeps its memory flat.
+    `before_answer(question)` (tests) runs before each answer. `on_done` is called once the
+    script has no sale left (`then = "stop"`)."""
 
     def __init__(self, script: Script, *, out: TextIO | None = None,
                  on_done: Callable[[], None] | None = None,
@@ -275,6 +283,7 @@ class ScriptedUi:
         self.inner = inner
         self.screenshots = screenshots
         self.shots: list[Path] = []
+        self.shots_taken = 0  # numbers the screenshot files
         self.out = out if out is not None else sys.stdout
         self.on_done = on_done
         self.before_answer = before_answer
@@ -295,9 +304,10 @@ class ScriptedUi:
     def _snap(self, item: View | Question) -> None:
         if self.inner is None or self.screenshots is None:
             return
-        path = self.screenshots / f"{len(self.shots) + 1:02d}-{type(item).__name__.lower()}.png"
+        self.shots_taken += 1
+        path = self.screenshots / f"{self.shots_taken:02d}-{type(item).__name__.lower()}.png"
         try:
-            self.shots.append(self.inner.screenshot(path))
+            _keep(self.shots, self.inner.screenshot(path))
         except Exception as exc:  # a screenshot is a by-product: the sale goes on
             self._say(f"screenshot {path} not written: {exc}")
 
@@ -308,7 +318,7 @@ class ScriptedUi:
             close()
 
     def show(self, view: View) -> None:
-        self.views.append(view)
+        _keep(self.views, view)
         self._say(describe(view))
         if self.inner is not None:
             self.inner.show(view)
@@ -331,14 +341,14 @@ class ScriptedUi:
         chosen = next((code for code in preferences if code in LANGUAGES), self.script.language)
         if self.inner is not None:
             chosen = self.inner.cardholder_language(preferences)
-        self.languages.append(chosen)
+        _keep(self.languages, chosen)
         self._say(f"cardholder language {chosen}")
         return chosen
 
     async def ask(self, question: Question) -> Any:
-        self.questions.append(question)
+        _keep(self.questions, question)
         if isinstance(question, AskCancel):
-            self.views.append(question.view)
+            _keep(self.views, question.view)
         self._say(describe(question))
         mirror: asyncio.Future[Any] | None = None
         if self.inner is not None:  # the question's screen, shown while the script answers
