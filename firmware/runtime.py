@@ -829,7 +829,15 @@ class Terminal:
                        t.credit_count, Money(t.credit_amount, code_alpha, exponent)) for t in totals),
             result, closed)
         self.settlements.append(report)
-        await self.ui.ask(AskSettlement(report))
+        printer = self.config.printer
+        if await self.ui.ask(AskSettlement(report, printable=printer is not None)) == "print" and printer:
+            try:
+                await EscPosPrinter.from_config(printer).print_receipt(
+                    settlement.report_lines(report, width=printer.width))
+            except PrinterError as exc:
+                log.error("settlement: the report is not printed: %s", exc)
+                self._show(Error("printer"))
+                await asyncio.sleep(self.error_pause)
         return report
 
     # --- settings -----------------------------------------------------------------------------

@@ -165,3 +165,28 @@ def history(journal: Journal, *, last: int = 10, training: bool = False) -> list
                                    str(data.get("currency", "")), record.at, seq in cancelled,
                                    record.training, payment))
     return entries
+
+
+# The host's verdict on the printed report, in French like the receipts (firmware/receipt.py).
+_VERDICTS = {"in_balance": "Totaux concordants", "out_of_balance": "ECART avec la banque",
+             "host_unreachable": "Banque injoignable", "refused": "Refuse par la banque"}
+
+
+def report_lines(report: Any, *, width: int = 32) -> list[str]:
+    """The settlement report (`ui.contract.SettlementReport`) as lines for the receipt printer."""
+    from firmware.money import format_amount
+
+    def row(label: str, value: str) -> str:
+        return f"{label}{value:>{max(1, width - len(label))}}"
+
+    lines = ["TELECOLLECTE".center(width), row("Lot n°", str(report.batch)), "-" * width]
+    for line in report.schemes:
+        lines.append(line.scheme)
+        for label, count, money in (("  Debits", line.debit_count, line.debit),
+                                    ("  Credits", line.credit_count, line.credit)):
+            amount = f"{format_amount(money.amount, money.exponent)} {money.currency}"
+            lines.append(row(f"{label} {count}", amount))
+    lines += ["-" * width, _VERDICTS.get(report.result, report.result)]
+    if report.day_closed:
+        lines.append("Journee cloturee")
+    return lines

@@ -397,9 +397,9 @@ class ScriptedUi:
                 seq = sale.ticket or tickets[0].seq
                 action = "cancel" if sale.menu == "cancel" or actions == ("cancel",) else actions[0]
                 return TicketChoice(seq, action)
-            case AskSettlement(report=report):
+            case AskSettlement(report=report, printable=printable):
                 self._say(f"  | batch {report.batch}: {report.result}")
-                return "done"
+                return "print" if printable and sale.receipt == "print" else "done"
             case AskSettings(current=current):
                 return Settings(sale.set_language or current.language, current.shuffle,
                                 current.training if sale.training is None else sale.training)

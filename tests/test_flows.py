@@ -213,3 +213,14 @@ def test_print_on_request_prints_the_receipt_shown_on_the_printer(tmp_path: Path
     assert asked.printable  # a printer is configured: "print" offered
     assert [line.rstrip() for line in printer.lines] == [line.rstrip() for line in asked.lines]
     assert printer.errors == []
+
+
+def test_the_settlement_report_prints_on_request(tmp_path: Path) -> None:
+    printer = PrinterSimulator()
+    sales = [{"amount": 1200, "pin": "1234"}, {"menu": "settlement", "code": TEST_CODE, "receipt": "print"}]
+    _, ui, _, _ = _run(tmp_path, sales, printer=printer)
+    (asked,) = [q for q in ui.questions if isinstance(q, AskSettlement)]
+    assert asked.printable
+    printed = [line.strip() for line in printer.lines]
+    assert printed[0] == "TELECOLLECTE" and "A000000003" in printed and "Totaux concordants" in printed
+    assert any(line.startswith("Debits 1") and line.endswith("12.00 EUR") for line in printed), printed

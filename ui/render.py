@@ -38,7 +38,7 @@ FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/de
 FONT_FILES = {"regular": "DejaVuSans.ttf", "bold": "DejaVuSans-Bold.ttf", "mono": "DejaVuSansMono.ttf"}
 MIN_TEXT_PX = 12
 LOW_BATTERY = 20  # percent: the level turns amber below
-CACHE_SIZE = 512
+CACHE_SIZE = 128
 SPACES = str.maketrans({"\u00a0": " ", "\u202f": " "})  # no-break spaces: laid out as words, drawn as spaces
 
 
