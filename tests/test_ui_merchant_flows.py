@@ -5,13 +5,12 @@ digits or None for `AskCode`, `TicketChoice` or None, "done", `Settings` or None
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tomllib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from test_ui_screens import answer, asking, run, taps
 
 from ui.app import TouchUi
 from ui.contract import (
@@ -54,30 +53,6 @@ def text(language: str, key: str, **params: object) -> str:
 
 def fr(key: str, **params: object) -> str:
     return text("fr", key, **params)
-
-
-def run(test: Callable[[TouchUi], Awaitable[None]], **options: Any) -> None:
-    async def main() -> None:
-        async with TouchUi(**options) as ui:
-            await asyncio.wait_for(test(ui), TIMEOUT)
-
-    asyncio.run(main())
-
-
-async def asking(ui: TouchUi, question: Any) -> asyncio.Task[Any]:
-    task = asyncio.get_running_loop().create_task(ui.ask(question))
-    await ui.settle()
-    return task
-
-
-async def taps(ui: TouchUi, *labels: str) -> None:
-    for label in labels:
-        ui.tap_text(label)
-        await ui.settle()
-
-
-async def answer(task: asyncio.Task[Any]) -> Any:
-    return await asyncio.wait_for(task, TIMEOUT)
 
 
 def eur(cents: int) -> Money:
