@@ -229,6 +229,7 @@ class HostClient:
         self._link: _Link | None = None
         self._lock = asyncio.Lock()
         self.payment: int | None = None  # the payment begun and not yet authorized
+        self._preauth: int | None = None  # that payment, when it is a pre-authorization
         self._authorized: int | None = None  # the payment whose end `complete` records
         self.links_opened = 0  # TLS handshakes completed
         self.last: AuthorizationReport | None = None
@@ -363,15 +364,19 @@ class HostClient:
         crashpoints.reach("authorization.sent")
         return await self._answer(link, fields, keys)
 
-    def begin_payment(self, amount: int, currency: int, transaction_type: int = 0) -> int:
-        """A payment recorded before the card is asked anything; the next `authorize` is its."""
+    def begin_payment(self, amount: int, currency: int, transaction_type: int = 0, *,
+                      preauth: bool = False) -> int:
+        """A payment recorded before the card is asked anything; the next `authorize` is its:
+        a 0100 for a pre-authorization (`preauth`), else a 0200."""
         self.last = None
-        self.payment = self._record("the payment", lambda: self.recorder.begin(amount, currency,
-                                                                               transaction_type))
+        self.payment = self._record("the payment", lambda: self.recorder.begin(
+            amount, currency, transaction_type, preauth=preauth))
+        self._preauth = self.payment if preauth else None
         return self.payment
 
     async def authorize(self, request: OnlineRequest, *, at: datetime.datetime) -> OnlineResponse:
-        """A financial request (0200) for the kernel's ARQC, after the reversals owed.
+        """A financial request (0200), or a pre-authorization (0100) for a payment begun as one,
+        for the kernel's ARQC, after the reversals owed.
 
         Before the request leaves, its reversal is committed, held, with the payment's state
         (`firmware.payments`). Unable to go online (EMV 4.4 Book 3, 10.9) when the request
@@ -397,7 +402,9 @@ class HostClient:
             try:
                 stan = report.stan = self._next_stan()
                 keys = pin_keys or self._begin()
-                fields = messages.financial_request(request, acceptor=self._acceptor, stan=stan, at=at)
+                build = (messages.authorization_request if payment == self._preauth
+                         else messages.financial_request)
+                fields = build(request, acceptor=self._acceptor, stan=stan, at=at)
                 data = messages.attach_mac(fields, keys.request_mac, ksn=keys.ksn)
                 link = await self._link_up()
                 owed = reversal_payload(fields, ReversalReason.NO_RESPONSE, stan=self._next_stan(),
@@ -730,8 +737,9 @@ class BlockingAuthorizer:
     def authorize(self, request: OnlineRequest) -> OnlineResponse:
         return self._run(self._client.authorize(request, at=self._clock()))
 
-    def begin_payment(self, amount: int, currency: int, transaction_type: int = 0) -> int:
-        return self._client.begin_payment(amount, currency, transaction_type)
+    def begin_payment(self, amount: int, currency: int, transaction_type: int = 0, *,
+                      preauth: bool = False) -> int:
+        return self._client.begin_payment(amount, currency, transaction_type, preauth=preauth)
 
     def forward(self, window: int = FORWARD_WINDOW) -> ForwardReport:
         return self._run(self._client.forward(window))

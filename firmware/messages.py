@@ -499,11 +499,34 @@ def completion_advice(authorization: Mapping[str, str], authorization_response: 
         raise MessageError("the response does not answer the pre-authorization")
     if authorization_response.get("39") not in APPROVED_CODES:
         raise MessageError("only an approved pre-authorization is completed")
-    fields = {key: authorization[key] for key in ("2", "14", "22", "23", "32", "41", "42", "49")
-              if key in authorization}
-    fields.update({key: authorization_response[key] for key in ("37", "38") if key in authorization_response})
+    kept = {key: authorization[key] for key in (*IDENTITY_FIELDS, *COMPLETION_CARD_FIELDS)
+            if key in authorization}
+    approval = {key: authorization_response[key] for key in ("37", "38") if key in authorization_response}
+    return stored_completion(kept, approval, amount=amount, stan=stan, at=at)
+
+
+# The card fields of a 0100 that its completion repeats (docs/host-protocol.md, 0220): what the
+# terminal keeps, sealed, of an approved pre-authorization besides its `identity`. No track 2,
+# no PIN block, no chip data.
+COMPLETION_CARD_FIELDS = ("2", "14", "22", "23")
+
+
+def stored_completion(original: Mapping[str, str], approval: Mapping[str, str], *, amount: int, stan: int,
+                      at: datetime.datetime) -> Fields:
+    """The completion 0220 from what the terminal keeps of an approved 0100 after the card left:
+    its `identity` with `COMPLETION_CARD_FIELDS` (`original`), and the 0110's 37 and 38
+    (`approval`)."""
+    _require_mti(original, (Mti.AUTHORIZATION,), "the original")
+    missing = [key for key in ("2", "11", "12", "13", "32", "41", "42", "49") if key not in original]
+    if missing:
+        raise MessageError(f"the pre-authorization lacks field(s) {', '.join(missing)}")
+    for key in ("11", "12", "13", "32"):
+        _check_field(key, original[key])
+    fields = {key: original[key] for key in (*COMPLETION_CARD_FIELDS, "32", "41", "42", "49")
+              if key in original}
+    fields.update({key: approval[key] for key in ("37", "38") if key in approval})
     fields.update({"t": Mti.ADVICE.value, "3": "00" + _ACCOUNTS, "4": _number(amount, 12, "the amount"),
-                   **_times(at), "11": _stan(stan), "56": _original_data_56(authorization, at)})
+                   **_times(at), "11": _stan(stan), "56": _original_data_56(original, at)})
     return _checked(fields)
 
 
@@ -518,7 +541,7 @@ def _original_data_56(original: Mapping[str, str], at: datetime.datetime) -> str
 
 
 # What identifies a 0100/0200 for its reversal (field 90 and the fields a 0400 repeats).
-_IDENTITY = ("t", "3", "4", "7", "11", "12", "13", "32", "41", "42", "49")
+IDENTITY_FIELDS = ("t", "3", "4", "7", "11", "12", "13", "32", "41", "42", "49")
 
 
 def identity(original: Mapping[str, str]) -> dict[str, str]:
@@ -526,7 +549,7 @@ def identity(original: Mapping[str, str]) -> dict[str, str]:
     keeps on disk while a reversal is owed (ARCHITECTURE principle 4)."""
     _require_mti(original, (Mti.AUTHORIZATION, Mti.FINANCIAL), "the original")
     validate(original)
-    return {key: original[key] for key in _IDENTITY}
+    return {key: original[key] for key in IDENTITY_FIELDS}
 
 
 def reversal(original: Mapping[str, str], *, stan: int, at: datetime.datetime, reason: ReversalReason,
@@ -539,10 +562,10 @@ def reversal(original: Mapping[str, str], *, stan: int, at: datetime.datetime, r
     card data: the host finds the original by 41 and 90.
     """
     _require_mti(original, (Mti.AUTHORIZATION, Mti.FINANCIAL), "the original")
-    missing = [key for key in _IDENTITY if key not in original]
+    missing = [key for key in IDENTITY_FIELDS if key not in original]
     if missing:
         raise MessageError(f"the original lacks field(s) {', '.join(missing)}")
-    for key in _IDENTITY[1:]:
+    for key in IDENTITY_FIELDS[1:]:
         _check_field(key, original[key])
     try:
         code = ReversalReason(reason)

@@ -9,6 +9,8 @@ its card risk management) still apply on top: these are the terminal's.
 
 Refusals, checked in this order (the first that applies is the reason):
 
+    preauth       a pre-authorization reserves funds at the issuer: without the issuer there is
+                  nothing reserved; not configurable
     disabled      offline approvals are switched off
     online_pin    a PIN entered for the issuer to check (Book 3, 10.5.5) cannot be honoured
                   offline; not configurable
@@ -34,6 +36,7 @@ from firmware.saf_queue import SafStatus
 
 RID_LENGTH = 5  # Book 1, 12.2.1: Registered Application Provider Identifier
 
+PREAUTH = "preauth"
 DISABLED = "disabled"
 ONLINE_PIN = "online_pin"
 SCHEME = "scheme"
@@ -41,12 +44,13 @@ AMOUNT_LIMIT = "amount_limit"
 COUNT_LIMIT = "count_limit"
 TOTAL_LIMIT = "total_limit"
 # Every reason `decide` can give, in the order it checks them.
-REASONS: tuple[str, ...] = (DISABLED, ONLINE_PIN, SCHEME, AMOUNT_LIMIT, COUNT_LIMIT, TOTAL_LIMIT)
+REASONS: tuple[str, ...] = (PREAUTH, DISABLED, ONLINE_PIN, SCHEME, AMOUNT_LIMIT, COUNT_LIMIT, TOTAL_LIMIT)
 # Not a refusal: the alert `overdue` raises.
 OVERDUE = "overdue"
 _REFUSED_PREFIX = f"{OFFLINE_REFUSED}:"  # the kernel's outcome reason for a decline they caused
 
 _MESSAGES = {
+    PREAUTH: "A pre-authorization needs the bank: it cannot be made without a connection to the bank.",
     DISABLED: "This terminal does not accept card payments without a connection to the bank.",
     ONLINE_PIN: "A PIN checked by the bank cannot be accepted without a connection to the bank.",
     SCHEME: "This card brand cannot be accepted without a connection to the bank.",
@@ -108,13 +112,16 @@ class OfflineLimits:
 
 
 def decide(limits: OfflineLimits, request: ApproveOffline, status: SafStatus,
-           now: datetime.datetime) -> OfflineDecision:
+           now: datetime.datetime, *, preauth: bool = False) -> OfflineDecision:
     """May the kernel ask the card for the TC of `request`, with `status` the queue as it stands?
+    Never for a pre-authorization (`preauth`).
 
     `now` (with its time zone) is the clock reading of this sale, the one `overdue` takes: the
     age of the queue never refuses a sale (it raises an alert), so no reason depends on it.
     """
     _aware(now, "now")
+    if preauth:
+        return OfflineDecision.refuse(PREAUTH)
     if not limits.enabled:
         return OfflineDecision.refuse(DISABLED)
     if request.online_pin:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from emv.outcome import Outcome, OutcomeKind
-from firmware import crashpoints, messages
+from firmware import crashpoints, fiscal, messages
 from firmware.host_store import HostStore, HostStoreError
 from firmware.iso8583_spec import RESPONSE_OF
 from firmware.keystore import Keystore, KeystoreError
@@ -30,6 +30,9 @@ AT = "reversal_at"
 REASON = "reversal_reason"
 RESPONSE = ("response_37", "response_38")
 ICC = "reversal_55"
+# A pre-authorization's reversal also keeps the 0100's card fields its completion repeats
+# (`messages.COMPLETION_CARD_FIELDS`), sealed like every payload of the queue.
+COMPLETION = "completion"
 
 REFUND = 0x20  # EMV '9C', ISO 8583 processing code: refund
 
@@ -52,8 +55,13 @@ def open_payments(folder: Any) -> Payments:
 
 def reversal_payload(original: Mapping[str, str], reason: ReversalReason, *, stan: int,
                      at: datetime.datetime) -> dict[str, Any]:
-    """The stored form of the reversal of `original` (a 0100 or 0200)."""
-    return {**messages.identity(original), REASON: reason.value, AT: at.isoformat(), STAN: stan}
+    """The stored form of the reversal of `original` (a 0100 or 0200); a 0100's keeps its card
+    fields for the completion (`COMPLETION`)."""
+    payload = {**messages.identity(original), REASON: reason.value, AT: at.isoformat(), STAN: stan}
+    if original.get("t") == messages.Mti.AUTHORIZATION:
+        payload[COMPLETION] = {key: original[key] for key in messages.COMPLETION_CARD_FIELDS
+                               if key in original}
+    return payload
 
 
 def amend_reversal(payload: Mapping[str, Any], reason: ReversalReason, *,
@@ -107,9 +115,9 @@ class PaymentRecorder:
         self._acceptor = acceptor
         self._clock = clock
 
-    def begin(self, amount: int, currency: int, transaction_type: int = 0) -> int:
+    def begin(self, amount: int, currency: int, transaction_type: int = 0, *, preauth: bool = False) -> int:
         try:
-            kind = "refund" if transaction_type == REFUND else "sale"
+            kind = "preauth" if preauth else "refund" if transaction_type == REFUND else "sale"
             payment = self.payments.begin(kind, amount, currency)
         except PaymentsError as exc:
             raise RecordError(f"the payment cannot be recorded: {exc}") from exc
@@ -144,10 +152,50 @@ class PaymentRecorder:
                     reversal = amend_reversal(stored, ReversalReason.MALFUNCTION)
             state = self.payments.completed(
                 payment_id, outcome=kind.value, approved=kind.approved, offline=offline,
-                pan_masked=outcome.pan_masked, advice=advice, reversal=reversal, note=outcome.reason)
+                pan_masked=outcome.pan_masked, advice=advice, reversal=reversal, note=outcome.reason,
+                card=fiscal.card_reference(outcome, payment_id) if kind.approved else None)
         except (PaymentsError, SafQueueError, HostStoreError, MessageError) as exc:
             log.critical("payment %d: its end could NOT be recorded: %s", payment_id, exc)
             raise RecordError(f"payment {payment_id}: its end cannot be recorded: {exc}") from exc
         crashpoints.reach("payment.completed")
         log.info("payment %d: %s", payment_id, state.value)
         return state
+
+    # --- pre-authorizations (docs/host-protocol.md, 0220 completion) --------------------------
+
+    def _preauth_reversal(self, preauth_id: int) -> dict[str, Any]:
+        """The stored reversal of approved pre-authorization `preauth_id`: the 0100's identity,
+        the 0110's 37 and 38, and (sealed with it) the card fields its completion repeats."""
+        payment = self.payments.get(preauth_id)
+        if payment.kind != "preauth" or payment.reversal_item is None:
+            raise RecordError(f"payment {preauth_id} is not an approved pre-authorization")
+        return self.queue.get(payment.reversal_item).payload
+
+    def complete_preauth(self, preauth_id: int, amount: int) -> int:
+        """The completion of `preauth_id` for `amount`: its 0220 built from what was kept of the
+        0100 and 0110, queued with a new approved payment. Returns that payment's id."""
+        try:
+            stored = self._preauth_reversal(preauth_id)
+            original = {key: str(value) for key, value in stored.items() if key in messages.IDENTITY_FIELDS}
+            original.update({key: str(value) for key, value in (stored.get(COMPLETION) or {}).items()})
+            approval = {key[-2:]: str(stored[key]) for key in RESPONSE if key in stored}
+            advice = dict(messages.stored_completion(original, approval, amount=amount,
+                                                     stan=self._store.next_stan(), at=self._clock()))
+            payment = self.payments.complete_preauth(preauth_id, amount, advice)
+        except (PaymentsError, SafQueueError, HostStoreError, MessageError) as exc:
+            log.error("pre-authorization %d: not completed: %s", preauth_id, exc)
+            raise RecordError(f"pre-authorization {preauth_id} cannot be completed: {exc}") from exc
+        log.info("pre-authorization %d: completed as payment %d", preauth_id, payment)
+        return payment
+
+    def release_preauth(self, preauth_id: int) -> int:
+        """`preauth_id` released: its reversal (reason '17') queued. Returns the queue item."""
+        try:
+            stored = self._preauth_reversal(preauth_id)
+            kept = {key: value for key, value in stored.items() if key != COMPLETION}  # no card data
+            item = self.payments.release_preauth(preauth_id, amend_reversal(kept, ReversalReason.CANCELLED))
+        except (PaymentsError, SafQueueError) as exc:
+            log.error("pre-authorization %d: not released: %s", preauth_id, exc)
+            raise RecordError(f"pre-authorization {preauth_id} cannot be released: {exc}") from exc
+        log.info("pre-authorization %d: released, reversal queued as item %d", preauth_id, item)
+        return item

@@ -18,6 +18,11 @@ The states, in the order a sale goes through them:
     reversed          an approval undone: the card declined it, or the sale broke off
     aborted           broken off before anything left the terminal
 
+A pre-authorization (kind "preauth", a 0100) goes through the same states and ends approved
+with nothing sold; later the merchant completes it (`complete_preauth`: a new payment of kind
+"completion" for the final amount, its 0220 with field 56 queued) or releases it
+(`release_preauth`: its reversal, reason '17', queued and the pre-authorization reversed).
+
 Recovery at start (`recover`) settles every payment a power cut left in a non-final state
 (EMV 4.4 Book 4, 6.3.8: an approval the card did not confirm with a TC is reversed): started ->
 aborted; authorizing, unable_online, authorized -> reversed (the held reversal released);
@@ -30,6 +35,7 @@ No card data is kept here: the masked PAN only (PCI DSS 3.4), and the queue seal
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -42,8 +48,8 @@ from firmware.saf_queue import SafQueue, SafQueueError
 
 log = logging.getLogger(__name__)
 
-PaymentKind = Literal["sale", "refund"]
-KINDS: tuple[PaymentKind, ...] = ("sale", "refund")
+PaymentKind = Literal["sale", "refund", "preauth", "completion"]
+KINDS: tuple[PaymentKind, ...] = ("sale", "refund", "preauth", "completion")
 
 
 class State(StrEnum):
@@ -68,7 +74,7 @@ _FINAL = frozenset({State.APPROVED, State.APPROVED_OFFLINE, State.DECLINED, Stat
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payment (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL CHECK (kind IN ('sale', 'refund')),
+    kind TEXT NOT NULL CHECK (kind IN ('sale', 'refund', 'preauth', 'completion')),
     amount INTEGER NOT NULL,       -- minor units
     currency INTEGER NOT NULL,     -- ISO 4217 numeric
     created TEXT NOT NULL,         -- UTC, ISO 8601
@@ -82,12 +88,16 @@ CREATE TABLE IF NOT EXISTS payment (
     reversal_item INTEGER,         -- the queue item reversing the authorization
     advice_item INTEGER,           -- the queue item advising an offline approval
     note TEXT,                     -- why the payment ended as it did (recovery's decision)
-    ticket INTEGER                 -- its ticket's seq in the fiscal journal, once journalled
+    ticket INTEGER,                -- its ticket's seq in the fiscal journal, once journalled
+    card TEXT,                     -- the card tender's reference (fiscal.card_reference): no PAN
+    original INTEGER               -- a completion's pre-authorization
 );
 """
-
-_COLUMNS = ("id, kind, amount, currency, created, updated, state, outcome, pan_masked, stan, "
-            "response_code, rrn, reversal_item, advice_item, note, ticket")
+# The columns of the first schema, before pre-authorizations: a database of that version is
+# rebuilt once, in one transaction (SQLite cannot alter a CHECK constraint in place).
+_FIRST_COLUMNS = ("id, kind, amount, currency, created, updated, state, outcome, pan_masked, stan, "
+                  "response_code, rrn, reversal_item, advice_item, note, ticket")
+_COLUMNS = f"{_FIRST_COLUMNS}, card, original"
 
 
 class PaymentsError(Exception):
@@ -112,6 +122,8 @@ class Payment:
     advice_item: int | None
     note: str | None
     ticket: int | None = None
+    card: dict[str, Any] | None = None  # the card reference of its ticket (no PAN)
+    original: int | None = None  # a completion's pre-authorization
 
     def as_dict(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in _COLUMNS.split(", ")}
@@ -141,6 +153,10 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def reversal_ref(payment_id: int) -> str:
     return f"payment:{payment_id}:reversal"
 
@@ -156,6 +172,15 @@ class Payments:
         self.queue = queue
         self._clock = clock
         with self._atomic() as db:
+            old = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'payment'"
+                             ).fetchone()
+            if old is not None and "'preauth'" not in old[0]:
+                db.execute("ALTER TABLE payment RENAME TO payment_first")
+                db.execute(_SCHEMA)
+                db.execute(f"INSERT INTO payment({_FIRST_COLUMNS}) "
+                           f"SELECT {_FIRST_COLUMNS} FROM payment_first")
+                db.execute("DROP TABLE payment_first")
+                log.info("payments: %s moved to the schema with pre-authorizations", queue.path)
             db.execute(_SCHEMA)
 
     # --- reading --------------------------------------------------------------------------
@@ -166,6 +191,7 @@ class Payments:
         values[4] = datetime.datetime.fromisoformat(values[4])
         values[5] = datetime.datetime.fromisoformat(values[5])
         values[6] = State(values[6])
+        values[16] = json.loads(values[16]) if values[16] else None
         return Payment(*values)
 
     def _get(self, db: sqlite3.Connection, payment_id: int) -> Payment:
@@ -208,8 +234,9 @@ class Payments:
                                 f"{' or '.join(s.value for s in states)}")
 
     def begin(self, kind: PaymentKind, amount: int, currency: int) -> int:
-        """A new payment, committed before the card is asked anything."""
-        if kind not in KINDS:
+        """A new payment, committed before the card is asked anything (a completion is begun
+        by `complete_preauth` alone)."""
+        if kind not in KINDS or kind == "completion":
             raise PaymentsError(f"unknown payment kind {kind!r}")
         if type(amount) is not int or amount < 0 or type(currency) is not int or not 0 < currency <= 999:
             raise PaymentsError("the amount is minor units, the currency an ISO 4217 numeric code")
@@ -270,16 +297,21 @@ class Payments:
 
     def completed(self, payment_id: int, *, outcome: str, approved: bool, offline: bool,
                   pan_masked: str | None, advice: dict[str, Any] | None = None,
-                  reversal: dict[str, Any] | None = None, note: str | None = None) -> State:
+                  reversal: dict[str, Any] | None = None, note: str | None = None,
+                  card: dict[str, Any] | None = None) -> State:
         """The card has finished. An offline approval queues `advice` in the same commit; an
         online approval the card did not confirm releases its reversal, as `reversal` when
-        given (reason and the card's AAC); a confirmed one cancels it."""
+        given (reason and the card's AAC); a confirmed one cancels it. `card` is the card
+        tender's reference (`fiscal.card_reference`: no PAN), kept for a later completion."""
         with self._atomic() as db:
             payment = self._get(db, payment_id)
             if payment.state.final:
                 raise PaymentsError(f"payment {payment_id} is already {payment.state.value}")
-            values: dict[str, object] = {"outcome": outcome, "pan_masked": pan_masked, "note": note}
+            values: dict[str, object] = {"outcome": outcome, "pan_masked": pan_masked, "note": note,
+                                         "card": _json(card)}
             held = self.queue.held_item(db, payment.reversal_item) if payment.reversal_item else None
+            if approved and offline and payment.kind == "preauth":
+                raise PaymentsError(f"payment {payment_id} is a pre-authorization: never approved offline")
             if approved and offline:
                 if advice is None:
                     raise PaymentsError("an offline approval needs its advice")
@@ -316,12 +348,70 @@ class Payments:
 
     def without_ticket(self) -> list[Payment]:
         """Approved payments whose ticket was never recorded here (a power cut between the
-        card's approval and the journal, or between the journal and this record)."""
+        card's approval and the journal, or between the journal and this record). A
+        pre-authorization sells nothing: its completion gets the ticket."""
         with self._atomic() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM payment WHERE ticket IS NULL AND amount > 0 "
-                              "AND state IN (?, ?) ORDER BY id",
+                              "AND state IN (?, ?) AND kind != 'preauth' ORDER BY id",
                               (State.APPROVED.value, State.APPROVED_OFFLINE.value)).fetchall()
         return [self._payment(row) for row in rows]
+
+    # --- pre-authorizations ---------------------------------------------------------------
+
+    def open_preauths(self) -> list[Payment]:
+        """Pre-authorizations the card and the host approved, neither completed nor released,
+        oldest first."""
+        with self._atomic() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM payment AS p WHERE kind = 'preauth' AND state = ? AND NOT EXISTS "
+                "(SELECT 1 FROM payment AS c WHERE c.kind = 'completion' AND c.original = p.id) ORDER BY id",
+                (State.APPROVED.value,)).fetchall()
+        return [self._payment(row) for row in rows]
+
+    def _open_preauth(self, db: sqlite3.Connection, preauth_id: int) -> Payment:
+        preauth = self._get(db, preauth_id)
+        if preauth.kind != "preauth":
+            raise PaymentsError(f"payment {preauth_id} is a {preauth.kind}, not a pre-authorization")
+        self._expect(preauth, State.APPROVED)
+        done = db.execute("SELECT id FROM payment WHERE kind = 'completion' AND original = ?",
+                          (preauth_id,)).fetchone()
+        if done is not None:
+            raise PaymentsError(f"pre-authorization {preauth_id} is already completed by payment {done[0]}")
+        return preauth
+
+    def complete_preauth(self, preauth_id: int, amount: int, advice: dict[str, Any]) -> int:
+        """The completion of open pre-authorization `preauth_id` for `amount` (at most the
+        amount approved): a new payment, approved, its `advice` (the 0220 with field 56) queued
+        in the same commit. Returns the completion's payment id."""
+        if type(amount) is not int or amount <= 0:
+            raise PaymentsError("a completion's amount is a positive integer of minor units")
+        at = _utc(self._clock())
+        with self._atomic() as db:
+            preauth = self._open_preauth(db, preauth_id)
+            if amount > preauth.amount:
+                raise PaymentsError(f"a completion of at most {preauth.amount} minor units, not {amount}")
+            (payment_id,) = db.execute(
+                "INSERT INTO payment(kind, amount, currency, created, updated, state, outcome, pan_masked, "
+                "rrn, response_code, card, original) VALUES('completion', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING id",
+                (amount, preauth.currency, at, at, State.APPROVED.value, preauth.outcome, preauth.pan_masked,
+                 preauth.rrn, preauth.response_code, _json(preauth.card), preauth_id)).fetchone()
+            item = self.queue.insert(db, "advice", advice, amount=amount, currency=preauth.currency,
+                                     created=self._clock(), ref=advice_ref(payment_id))
+            self._set(db, payment_id, advice_item=item)
+        return int(payment_id)
+
+    def release_preauth(self, preauth_id: int, reversal: dict[str, Any]) -> int:
+        """Open pre-authorization `preauth_id` let go without a sale: its reversal (`reversal`,
+        reason '17') queued and the pre-authorization reversed, in one commit. Returns the queue
+        item."""
+        with self._atomic() as db:
+            preauth = self._open_preauth(db, preauth_id)
+            item = self.queue.insert(db, "reversal", reversal, amount=preauth.amount,
+                                     currency=preauth.currency, created=self._clock(),
+                                     ref=f"payment:{preauth_id}:release")
+            self._set(db, preauth_id, state=State.REVERSED.value, note="released by the merchant")
+        return item
 
     def _item(self, payment: Payment) -> int:
         if payment.reversal_item is None:

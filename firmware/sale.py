@@ -37,12 +37,12 @@ from firmware.host_client import (
     HostClientError,
 )
 from firmware.host_store import HostStore
-from firmware.journal import Journal, JournalError
+from firmware.journal import Journal, JournalError, Record
 from firmware.links import CellularLink, Link, LinkEvent, LinkManager, OsNetworkLink
 from firmware.messages import Acceptor
 from firmware.money import alpha, format_amount
 from firmware.payment_records import PaymentRecorder, RecordError, open_payments
-from firmware.payments import Payments, Recovery, State
+from firmware.payments import Payment, Payments, Recovery, State
 from firmware.pin_pad import DukptPinPad, PinPad
 from firmware.prompts import ConsolePrompt, ScriptedPrompt
 from firmware.receipt import ReceiptError, receipt_lines, software_version
@@ -190,13 +190,7 @@ def recover_tickets(config: AppConfig, payments: Payments) -> list[int]:
         for payment in missing:
             seq = found.get(payment.id)
             if seq is None:
-                reference = {"payment": payment.id, "outcome": payment.outcome,
-                             "pan_masked": payment.pan_masked}
-                sign = 1 if payment.kind == "sale" else -1
-                tender = fiscal.Tender("card", sign * payment.amount, reference)
-                record = fiscal.record_sale if payment.kind == "sale" else fiscal.record_refund
-                ticket = record(journal, sign * payment.amount, alpha(payment.currency), [tender])
-                seq = ticket.seq
+                seq = stored_ticket(journal, payment).seq
                 done.append(payment.id)
                 log.warning("recovery: payment %d was approved without its ticket: journalled as ticket %d",
                             payment.id, seq)
@@ -207,6 +201,21 @@ def recover_tickets(config: AppConfig, payments: Payments) -> list[int]:
     finally:
         journal.close()
     return done
+
+
+def stored_ticket(journal: Journal, payment: Payment) -> Record:
+    """The ticket of approved `payment` from what it recorded (its card reference, no card in
+    the reader): a completion's, or one a power cut kept from being journalled. `JournalError`,
+    `fiscal.FiscalError`."""
+    reference = ({**payment.card, "payment": payment.id} if payment.card else
+                 {"payment": payment.id, "outcome": payment.outcome, "pan_masked": payment.pan_masked})
+    sign = -1 if payment.kind == "refund" else 1
+    tender = fiscal.Tender("card", sign * payment.amount, reference)
+    record = fiscal.record_refund if payment.kind == "refund" else fiscal.record_sale
+    ticket = record(journal, sign * payment.amount, alpha(payment.currency), [tender])
+    log.info("fiscal journal: payment %d (%s) is ticket %d (%s)", payment.id, payment.kind, ticket.seq,
+             ticket.extract)
+    return ticket
 
 
 def acceptor_of(config: AppConfig) -> Acceptor:
@@ -251,9 +260,10 @@ class RoutedAuthorizer(BlockingAuthorizer):
         if isinstance(current, CellularLink):
             await current.probe(manager.host, manager.port, manager.timeout)
         snapshot = manager.snapshot()
+        fresh = min(manager.announced - self._seen, len(manager.events))
         snapshot["events"] = [{"kind": e.kind, "link": e.link, "previous": e.previous, "cause": e.cause}
-                              for e in manager.events[self._seen:]]
-        self._seen = len(manager.events)
+                              for e in list(manager.events)[len(manager.events) - fresh:]]
+        self._seen = manager.announced
         snapshot["problems"] = dict(self.problems)
         return snapshot
 
@@ -360,7 +370,7 @@ class CardPayment:
 def card_payment(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Response], prompt: Any, *,
                  authorizer: Any = None, online: Any = None, recorder: PaymentRecorder | None = None,
                  journal: Journal | None = None, transaction_type: int = 0,
-                 when: datetime.datetime | None = None,
+                 when: datetime.datetime | None = None, preauth: bool = False,
                  rng: Callable[[int], bytes] = os.urandom) -> CardPayment:
     """The card's part of a sale, whatever asks the cardholder (`prompt`: the console, a script,
     the touchscreen): the payment begun (`firmware.payments`), the kernel run with the [offline]
@@ -369,7 +379,12 @@ def card_payment(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Re
 
     `authorizer` records and completes the payment through the host client
     (`BlockingAuthorizer`); `online`, when given, is what the kernel asks instead (a wrapper
-    showing progress); without an authorizer, `recorder` records the payment."""
+    showing progress); without an authorizer, `recorder` records the payment.
+
+    A pre-authorization (`preauth`) goes to the host as a 0100, is never approved offline, and
+    gets no ticket: its completion is the sale."""
+    if preauth and transaction_type != 0:
+        raise ValueError("a pre-authorization is for goods and services ('9C' 00)")
     send, count = counting(fulfil)
     txn = Transaction(amount=amount, when=when or datetime.datetime.now().astimezone(),
                       transaction_type=transaction_type)
@@ -377,11 +392,12 @@ def card_payment(config: AppConfig, amount: int, fulfil: Callable[[Transmit], Re
     payment: int | None = None
     if isinstance(authorizer, BlockingAuthorizer):
         recorder = authorizer.client.recorder
-        payment = authorizer.begin_payment(amount, currency, transaction_type)
+        payment = authorizer.begin_payment(amount, currency, transaction_type, preauth=preauth)
     elif recorder is not None:
-        payment = recorder.begin(amount, currency, transaction_type)
+        payment = recorder.begin(amount, currency, transaction_type, preauth=preauth)
     outcome = driver.run(kernel.transaction(config.kernel, txn, rng=rng), send, prompt,
-                         online if online is not None else authorizer, offline_policy(config, recorder))
+                         online if online is not None else authorizer,
+                         offline_policy(config, recorder, preauth=preauth))
     for event in outcome.events:  # kernel decisions: no card data (emv.context.Context.note)
         log.info("kernel: %s", event)
     log.info("sale: %s%s, %s APDUs, TVR %s, TSI %s", outcome.kind.value,
@@ -451,7 +467,7 @@ def journal_sale(config: AppConfig, journal: Journal | None, outcome: Outcome, p
 
     Returns the ticket (seq, type, signature extract, receipt lines) or None, and what could not
     be journalled, each problem logged as critical."""
-    approved = (payment is not None and payment["amount"] > 0
+    approved = (payment is not None and payment["amount"] > 0 and payment["kind"] != "preauth"
                 and payment["state"] in (State.APPROVED.value, State.APPROVED_OFFLINE.value))
     if not approved and host is None:
         return None, []
@@ -523,14 +539,16 @@ def route_text(route: dict[str, Any]) -> str:
     return f"{name} ({shown})" if shown else str(name)
 
 
-def offline_policy(config: AppConfig, recorder: PaymentRecorder | None) -> driver.OfflinePolicy:
+def offline_policy(config: AppConfig, recorder: PaymentRecorder | None, *,
+                   preauth: bool = False) -> driver.OfflinePolicy:
     """The [offline] limits against the queue as it is when the kernel asks; a terminal with no
     queue to keep an advice in (no [host]) approves nothing offline beyond the limits of an
-    empty queue."""
+    empty queue; a pre-authorization is never approved offline."""
 
     def decide(request: ApproveOffline) -> OfflineDecision:
         status = recorder.queue.status() if recorder is not None else SafStatus(0, {}, None)
-        decision = offline_limits.decide(config.offline, request, status, datetime.datetime.now(datetime.UTC))
+        decision = offline_limits.decide(config.offline, request, status, datetime.datetime.now(datetime.UTC),
+                                         preauth=preauth)
         if not decision.allowed:
             log.warning("sale: no offline approval: %s", decision.reason)
         return decision

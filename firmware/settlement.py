@@ -3,10 +3,10 @@ payments approved since the last settlement, the batch number kept on disk, and 
 history the merchant's screens list.
 
 The totals follow what the acquirer counts (docs/host-protocol.md, field 63): approved payments,
-sales as debits and refunds as credits, a payment whose ticket was cancelled (voided, its
-reversal sent) left out. The AID of each payment comes from its ticket's card tender
-(`fiscal.card_reference`), so a payment without a ticket cannot be put under a scheme and is
-left out too (and logged).
+sales and completions of pre-authorizations as debits and refunds as credits, a payment whose
+ticket was cancelled (voided, its reversal sent) left out. The AID of each payment comes from
+its ticket's card tender (`fiscal.card_reference`), so a payment without a ticket cannot be put
+under a scheme and is left out too (and logged).
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def scheme_totals(payments: Iterable[Payment], journal: Journal, *, after: int =
         last = payment.id
         if payment.state not in (State.APPROVED, State.APPROVED_OFFLINE):
             continue
-        if currency is not None and payment.currency != currency:
-            continue
+        if (currency is not None and payment.currency != currency) or payment.kind == "preauth":
+            continue  # a pre-authorization sells nothing: its completion is counted
         record = tickets.get(payment.ticket) if payment.ticket is not None else None
         aid = _aid(record) if record is not None else None
         if record is None or aid is None:
@@ -124,7 +124,7 @@ def scheme_totals(payments: Iterable[Payment], journal: Journal, *, after: int =
         if payment.ticket in cancelled:
             continue
         row = sums.setdefault(aid[:RID_LENGTH], [0, 0, 0, 0])
-        offset = 0 if payment.kind == "sale" else 2
+        offset = 2 if payment.kind == "refund" else 0
         row[offset] += 1
         row[offset + 1] += payment.amount
     totals = tuple(SchemeTotals(rid, *row) for rid, row in sorted(sums.items()))

@@ -421,6 +421,23 @@ def test_completion_advice_points_at_the_pre_authorization() -> None:
         m.completion_advice(auth, m.response_to(sale(), "00"), amount=2150, stan=10, at=later)
 
 
+def test_a_completion_from_what_the_terminal_keeps_is_the_same_message() -> None:
+    """After the card left, the terminal keeps the 0100's identity and card fields (no track 2,
+    no chip data, no PIN block) and the 0110's 37 and 38: enough for the same 0220."""
+    auth = m.authorization_request(online_request(), acceptor=ACCEPTOR, stan=7, at=AT)
+    approved = m.response_to(auth, "00", approval_code="A1B2C3", rrn="607309000007")
+    later = AT + datetime.timedelta(hours=5)
+    kept = {**m.identity(auth), **{key: auth[key] for key in m.COMPLETION_CARD_FIELDS if key in auth}}
+    assert not {"35", "52", "55"} & set(kept)
+    approval = {key: approved[key] for key in ("37", "38")}
+    assert m.stored_completion(kept, approval, amount=999, stan=11, at=later) == m.completion_advice(
+        auth, approved, amount=999, stan=11, at=later)
+    with pytest.raises(m.MessageError, match="lacks field"):
+        m.stored_completion({k: v for k, v in kept.items() if k != "2"}, approval, amount=1, stan=1, at=later)
+    with pytest.raises(m.MessageError, match="0100"):
+        m.stored_completion({**kept, "t": "0200"}, approval, amount=1, stan=1, at=later)
+
+
 def test_completion_in_january_of_a_december_pre_authorization_takes_last_year() -> None:
     december = datetime.datetime(2026, 12, 31, 23, 0, 0, tzinfo=PARIS)
     auth = m.authorization_request(online_request(), acceptor=ACCEPTOR, stan=7, at=december)

@@ -66,6 +66,11 @@ def test_disabled_refuses_everything() -> None:
     assert reason(off, ask(1), EMPTY) == "disabled"
 
 
+def test_a_pre_authorization_is_never_approved_offline_whatever_the_limits() -> None:
+    assert decide(LIMITS, ask(1), EMPTY, NOW, preauth=True) == OfflineDecision.refuse("preauth")
+    assert decide(LIMITS, ask(1), EMPTY, NOW) == OfflineDecision.allow()
+
+
 def test_an_online_pin_is_refused() -> None:
     assert reason(LIMITS, ask(online_pin=True), EMPTY) == "online_pin"
     assert reason(LIMITS, ask(online_pin=True, unable_online=True), EMPTY) == "online_pin"
@@ -120,7 +125,7 @@ def test_the_first_reason_in_order_is_given() -> None:
     request = ask(9000, aid=AMEX, online_pin=True)
     status = queue(10, eur=20000)
     limits = dataclasses.replace(LIMITS, enabled=False)
-    seen = [reason(limits, request, status)]
+    seen = [decide(limits, request, status, NOW, preauth=True).reason, reason(limits, request, status)]
     limits = dataclasses.replace(limits, enabled=True)
     seen.append(reason(limits, request, status))
     request = dataclasses.replace(request, online_pin=False)
@@ -134,7 +139,8 @@ def test_the_first_reason_in_order_is_given() -> None:
     limits = dataclasses.replace(limits, max_total=29000)
     seen.append(reason(limits, request, status))
     assert seen == [*REASONS, None]
-    assert REASONS == ("disabled", "online_pin", "scheme", "amount_limit", "count_limit", "total_limit")
+    assert REASONS == ("preauth", "disabled", "online_pin", "scheme", "amount_limit", "count_limit",
+                       "total_limit")
 
 
 amounts = st.integers(0, 10**6)

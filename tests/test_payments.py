@@ -151,3 +151,92 @@ def test_only_approved_payments_take_a_ticket_and_those_without_one_are_listed(t
         payments.set_ticket(declined, 1)
     payments.set_ticket(approved, 7)
     assert payments.without_ticket() == [] and payments.get(approved).ticket == 7
+
+
+# --- pre-authorizations ---------------------------------------------------------------------------
+
+AUTHORIZATION = {"t": "0100", "11": "000009", "reversal_reason": "22",
+                 "completion": {"2": "4761739001010010", "22": "051"}}
+CARD = {"payment": 1, "outcome": "approved_online", "aid": "A0000000031010", "pan_masked": "476173******0010",
+        "atc": "0001", "authorization_code": "123456"}
+
+
+def _approved_preauth(payments: Payments, amount: int = 15000) -> int:
+    payment = payments.begin("preauth", amount, 978)
+    payments.authorizing(payment, "000009", AUTHORIZATION)
+    payments.answered(payment, approved=True, response_code="00", rrn="77")
+    payments.completed(payment, outcome="approved_online", approved=True, offline=False,
+                       pan_masked="476173******0010", card=CARD)
+    return payment
+
+
+def test_a_pre_authorization_is_completed_once_for_at_most_its_amount(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    preauth = _approved_preauth(payments)
+    assert [p.id for p in payments.open_preauths()] == [preauth]
+    assert payments.without_ticket() == []  # it sells nothing: no ticket owed
+    with pytest.raises(PaymentsError, match="at most 15000"):
+        payments.complete_preauth(preauth, 15001, ADVICE)
+    completion = payments.complete_preauth(preauth, 9000, ADVICE)
+    record = payments.get(completion)
+    assert (record.kind, record.state, record.amount, record.original) == ("completion", State.APPROVED, 9000,
+                                                                           preauth)
+    assert record.card == CARD and record.pan_masked == "476173******0010" and record.rrn == "77"
+    (advice,) = payments.queue.pending()
+    assert advice.id == record.advice_item and advice.amount == 9000
+    assert advice.ref == f"payment:{completion}:advice"
+    assert payments.open_preauths() == [] and [p.id for p in payments.without_ticket()] == [completion]
+    with pytest.raises(PaymentsError, match="already completed"):
+        payments.complete_preauth(preauth, 100, ADVICE)
+    with pytest.raises(PaymentsError, match="already completed"):
+        payments.release_preauth(preauth, AUTHORIZATION)
+
+
+def test_a_released_pre_authorization_queues_its_reversal_and_closes(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    preauth = _approved_preauth(payments, 8000)
+    item = payments.release_preauth(preauth, {**AUTHORIZATION, "reversal_reason": "17"})
+    (owed,) = payments.queue.pending()
+    assert owed.id == item and owed.kind == "reversal" and owed.amount == 8000
+    assert owed.ref == f"payment:{preauth}:release" and owed.payload["reversal_reason"] == "17"
+    assert payments.get(preauth).state is State.REVERSED and payments.open_preauths() == []
+    with pytest.raises(PaymentsError, match="reversed, not approved"):
+        payments.complete_preauth(preauth, 100, ADVICE)
+
+
+def test_only_an_approved_pre_authorization_is_completed(tmp_path: Path) -> None:
+    payments = _payments(tmp_path)
+    sale = _authorizing(payments)
+    with pytest.raises(PaymentsError, match="not a pre-authorization"):
+        payments.complete_preauth(sale, 100, ADVICE)
+    started = payments.begin("preauth", 500, 978)
+    with pytest.raises(PaymentsError, match="started, not approved"):
+        payments.release_preauth(started, AUTHORIZATION)
+    with pytest.raises(PaymentsError, match="never approved offline"):
+        payments.completed(started, outcome="approved_offline", approved=True, offline=True, pan_masked=None,
+                           advice=ADVICE)
+    with pytest.raises(PaymentsError, match="unknown payment kind"):
+        payments.begin("completion", 100, 978)  # only complete_preauth makes one
+
+
+def test_a_database_of_the_first_schema_is_moved_with_its_payments(tmp_path: Path) -> None:
+    first = """CREATE TABLE payment (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('sale', 'refund')),
+        amount INTEGER NOT NULL, currency INTEGER NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
+        state TEXT NOT NULL, outcome TEXT, pan_masked TEXT, stan TEXT, response_code TEXT, rrn TEXT,
+        reversal_item INTEGER, advice_item INTEGER, note TEXT, ticket INTEGER)"""
+    queue = SafQueue(tmp_path / FILE_NAME, Keystore.open(tmp_path))
+    with queue.atomic() as db:
+        db.execute(first)
+        at = "2026-01-02T03:04:05+00:00"
+        db.execute("INSERT INTO payment(kind, amount, currency, created, updated, state, ticket) "
+                   "VALUES('sale', 1250, 978, ?, ?, 'approved', 4)", (at, at))
+    payments = Payments(queue)
+    (old,) = payments.all()
+    assert (old.id, old.kind, old.amount, old.state, old.ticket) == (1, "sale", 1250, State.APPROVED, 4)
+    assert old.card is None and old.original is None
+    preauth = _approved_preauth(payments)
+    assert preauth == 2 and payments.get(preauth).card == CARD
+    Payments(queue)  # opening again changes nothing
+    assert [p.id for p in payments.all()] == [1, 2]
