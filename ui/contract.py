@@ -36,6 +36,7 @@ class Idle:
 class PresentCard:
     money: Money
     refund: bool = False
+    preauth: bool = False  # a pre-authorization: funds reserved, the sale comes with its completion
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Outcome:
     reason: str | None = None  # e.g. "offline_refused:amount_limit", "issuer_declined", "card_declines"
     offline: bool = False  # approved without the bank: sent later
     signature_required: bool = False
+    preauth: bool = False  # the outcome of a pre-authorization
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class Receipt:
 
 @dataclass(frozen=True)
 class Error:
-    kind: str  # "card_removed", "no_network_offline", "reader_missing", "card_error", "try_again", "printer"
+    # "card_removed", "no_network_offline", "reader_missing", "card_error", "try_again", "printer",
+    # "void_refused" (the payment already went to the bank: a refund, not a void)
+    kind: str
 
 
 View = Idle | PresentCard | Processing | Outcome | Receipt | Error
@@ -82,6 +86,11 @@ class AskAmount:
     menu: bool = False  # offer the merchant menu: the answer may then be `OPEN_MENU`
     refund: bool = False  # the keypad opens in refund mode (the merchant code was given)
     refund_allowed: bool = True  # the keypad may switch to refund mode
+    purpose: str = "sale"  # AMOUNT_PURPOSES: "preauth" and "completion" have a keypad of their own
+    maximum: int | None = None  # the largest amount accepted (a completion: the amount pre-authorized)
+
+
+AMOUNT_PURPOSES = ("sale", "preauth", "completion")
 
 
 OPEN_MENU = "menu"  # `AskAmount` answer: the merchant opened the menu (then `AskMenu`)
@@ -143,9 +152,10 @@ class AskCancel:
     view: View
 
 
-# The merchant's flows, in the menu's order (`AskMenu` answers one of them).
-MENU_ITEMS = ("sale", "refund", "cancel", "settlement", "duplicate", "history", "offline_queue",
-              "settings", "training")
+# The merchant's flows, in the menu's order (`AskMenu` answers one of them); its "back" returns
+# to the sale keypad.
+MENU_ITEMS = ("refund", "preauth", "completion", "cancel", "settlement", "duplicate", "history",
+              "offline_queue", "settings", "training")
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ class AskOfflineQueue:
     payments: tuple[Money, ...]
 
 
-CODE_PURPOSES = ("refund", "cancel", "settlement", "settings", "training")
+CODE_PURPOSES = ("refund", "completion", "cancel", "settlement", "settings", "training")
 
 
 @dataclass(frozen=True)
@@ -208,6 +218,34 @@ class AskTicket:
 class TicketChoice:
     seq: int
     action: str  # one of `AskTicket.actions`
+
+
+@dataclass(frozen=True)
+class PreauthLine:
+    """One open pre-authorization: funds reserved on a card, waiting for the final amount."""
+
+    payment: int  # the terminal's payment id
+    money: Money  # the amount reserved
+    at: str  # local time, "YYYY-MM-DD HH:MM"
+    pan_masked: str | None = None  # the card, masked (PCI DSS 3.4)
+
+
+PREAUTH_ACTIONS = ("complete", "release")
+
+
+@dataclass(frozen=True)
+class AskPreauth:
+    """The open pre-authorizations, oldest first; the merchant picks one to complete (the final
+    amount is asked next) or to release. Answer: `PreauthChoice`, or None (back)."""
+
+    preauths: tuple[PreauthLine, ...]
+    actions: tuple[str, ...] = PREAUTH_ACTIONS
+
+
+@dataclass(frozen=True)
+class PreauthChoice:
+    payment: int
+    action: str  # one of `AskPreauth.actions`
 
 
 @dataclass(frozen=True)
@@ -261,7 +299,7 @@ class AskSettings:
 
 
 Question = (AskAmount | AskApplication | AskConfirm | AskPin | AskSignature | AskReceipt | AskCancel | AskMenu
-            | AskOfflineQueue | AskCode | AskTicket | AskSettlement | AskSettings)
+            | AskOfflineQueue | AskCode | AskTicket | AskPreauth | AskSettlement | AskSettings)
 
 
 # --- the status bar -------------------------------------------------------------------------

@@ -57,6 +57,7 @@ REASON_MESSAGES: dict[str, str] = {
     "host_timeout": "bank_unreachable",
     "host_error": "bank_unreachable",
     # the merchant's offline limits, after 'offline_refused:'
+    "offline_refused:preauth": "preauth_online_only",
     "offline_refused:disabled": "offline_disabled",
     "offline_refused:online_pin": "offline_online_pin",
     "offline_refused:scheme": "offline_scheme",

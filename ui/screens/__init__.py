@@ -13,6 +13,7 @@ from ui.contract import (
     AskMenu,
     AskOfflineQueue,
     AskPin,
+    AskPreauth,
     AskReceipt,
     AskSettings,
     AskSettlement,
@@ -40,7 +41,7 @@ from ui.screens.receipt import ReceiptScreen
 from ui.screens.settings import SettingsScreen
 from ui.screens.settlement import SettlementScreen
 from ui.screens.signature import SignatureScreen
-from ui.screens.tickets import TicketScreen
+from ui.screens.tickets import PreauthScreen, TicketScreen
 
 __all__ = ["Answered", "Audience", "Env", "Screen", "ViewScreen", "screen_for_question", "screen_for_view"]
 
@@ -90,6 +91,8 @@ def screen_for_question(question: Question, shuffle: random.Random,
             return CodeScreen(question)
         case AskTicket():
             return TicketScreen(question)
+        case AskPreauth():
+            return PreauthScreen(question)
         case AskSettlement():
             return SettlementScreen(question)
         case AskSettings():

@@ -1,12 +1,14 @@
 """The merchant's amount keypad: `Idle` (waiting, keys inactive) and `AskAmount`.
 
 Amounts are keyed in minor units from the right, as on a cash register: 1, 2, 5, 0 gives 12.50.
-With a tip offered, OK on the amount moves to the tip; OK on the tip answers.
+With a tip offered, OK on the amount moves to the tip; OK on the tip answers. A pre-authorization
+and a completion have a keypad of their own (`AskAmount.purpose`); a completion's amount is at
+most the amount pre-authorized (`AskAmount.maximum`): OK on more does nothing.
 """
 
 from __future__ import annotations
 
-from ui.contract import OPEN_MENU, AmountEntry, AskAmount, Money
+from ui.contract import AMOUNT_PURPOSES, OPEN_MENU, AmountEntry, AskAmount, Money
 from ui.geometry import Box
 from ui.i18n import Translator
 from ui.screens.base import Answered, Audience, Env, Screen, bottom_row
@@ -29,6 +31,8 @@ class AmountScreen(Screen):
         self.values = {"amount": 0, "tip": 0}
         self.field = "amount"
         self.refund = question is not None and question.refund
+        self.purpose = question.purpose if question and question.purpose in AMOUNT_PURPOSES else "sale"
+        self.maximum = question.maximum if question else None
 
     @property
     def active(self) -> bool:
@@ -39,7 +43,8 @@ class AmountScreen(Screen):
         """Sale and refund both offered: the keypad did not open in refund mode (the merchant
         code was given for a refund) and a refund may be asked for."""
         question = self.question
-        return question is not None and not question.refund and question.refund_allowed
+        return (question is not None and not question.refund and question.refund_allowed
+                and self.purpose == "sale")
 
     def handle_event(self, event: UiEvent) -> Answered | None:
         question = self.question
@@ -65,7 +70,7 @@ class AmountScreen(Screen):
         return None
 
     def _ok(self, question: AskAmount) -> Answered | None:
-        if self.values["amount"] == 0:
+        if self.values["amount"] == 0 or (self.maximum is not None and self.values["amount"] > self.maximum):
             self.field = "amount"
             return None
         if question.tip and self.field == "amount":
@@ -88,7 +93,7 @@ class AmountScreen(Screen):
         field_h = max(env.px(72), env.theme.min_target)
         modes, area = area.take_top(field_h, env.gap)
         if self.active and not self.switchable:
-            mode = tr("keypad.refund") if self.refund else tr("keypad.sale")
+            mode = tr("keypad.refund") if self.refund else tr(f"keypad.{self.purpose}")
             widgets.append(Label(modes, mode, env.title_size, "alert" if self.refund else "screen", bold=True,
                                  fill=self.refund))
         elif self.active:
@@ -110,6 +115,11 @@ class AmountScreen(Screen):
             box, area = area.take_top(env.px(100), env.gap)
             widgets.append(Label(box, self._money(self.values["amount"], tr), env.px(64), "field",
                                  bold=True, fill=True))
+        if self.maximum is not None:
+            over = self.values["amount"] > self.maximum
+            box, area = area.take_top(env.px(40), env.gap)
+            widgets.append(Label(box, tr("keypad.maximum", amount=self._money(self.maximum, tr)), env.px(26),
+                                 "alert" if over else "dim", bold=over))
 
         cells = area.grid(4, 3, env.gap)
         widgets.append(Keypad(area, KEYS, 3, env.gap, env.px(40)))

@@ -20,7 +20,8 @@ class PresentCardScreen(ViewScreen):
         tr = env.tr
         area = area.inset(env.margin)
         widgets: list[Widget] = []
-        kind = tr("present.refund") if self.view.refund else tr("present.sale")
+        kind = tr("present.refund" if self.view.refund else "present.preauth" if self.view.preauth
+                  else "present.sale")
         label, area = body(area, env, kind, env.px(40), style="dim")
         widgets.append(label)
         box, area = area.take_top(env.px(110), env.gap)

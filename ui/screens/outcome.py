@@ -10,7 +10,7 @@ from ui.screens.base import Env, ViewScreen, body, title
 from ui.widgets import Icon, Label, Panel, Widget
 
 ERROR_KINDS = ("card_removed", "no_network_offline", "reader_missing", "card_error", "try_again",
-               "printer")
+               "printer", "void_refused")
 
 
 class OutcomeScreen(ViewScreen):
@@ -30,7 +30,8 @@ class OutcomeScreen(ViewScreen):
         side = min(icon_box.w, icon_box.h)
         widgets.append(Icon(Box(icon_box.center[0] - side // 2, icon_box.y, side, side),
                             "tick" if view.approved else "cross", style))
-        widgets.append(Label(rest, tr("outcome.approved" if view.approved else "outcome.declined"),
+        verdict = "approved" if view.approved else "declined"
+        widgets.append(Label(rest, tr(f"outcome.preauth_{verdict}" if view.preauth else f"outcome.{verdict}"),
                              env.px(40), style, bold=True))
         area = area.inset(env.margin, 0)
         label, area = body(area, env, tr.money(view.money), env.px(64), size=env.px(48), bold=True)
