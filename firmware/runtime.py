@@ -40,7 +40,7 @@ from typing import Any
 from emv.outcome import Outcome as CardOutcome
 from emv.outcome import OutcomeKind
 from emv.requests import HostStatus, OnlineRequest, OnlineResponse
-from firmware import driver, fiscal, sale, settlement
+from firmware import driver, fiscal, merchant_settings, sale, settlement
 from firmware.config import LINK_CELLULAR, AppConfig
 from firmware.forwarder import RETRY, Forwarder
 from firmware.host_client import AuthorizationReport, HostClient, HostClientError, HostUnavailable
@@ -51,7 +51,7 @@ from firmware.merchant_code import CodeGuard, parse_hash
 from firmware.messages import MessageError, ReversalReason
 from firmware.money import CURRENCIES, MAX_AMOUNT, alpha
 from firmware.payment_records import REFUND, PaymentRecorder, RecordError, amend_reversal
-from firmware.payments import State
+from firmware.payments import Payment, PaymentsError, State
 from firmware.pin_pad import PinPad, PinPadError
 from firmware.printer import EscPosPrinter, PrinterError
 from firmware.reader import AsyncReader, CardSession, CardTimeoutError, PcscReader, ReaderError
@@ -71,6 +71,7 @@ from ui.contract import (
     AskCode,
     AskMenu,
     AskOfflineQueue,
+    AskPreauth,
     AskReceipt,
     AskSettings,
     AskSettlement,
@@ -79,6 +80,8 @@ from ui.contract import (
     Idle,
     Money,
     Outcome,
+    PreauthChoice,
+    PreauthLine,
     PresentCard,
     Processing,
     Receipt,
@@ -110,6 +113,10 @@ SAF_ALERTS = {"overdue": "saf_overdue", "declined_after_the_fact": "declined_aft
               "set_aside": "saf_set_aside"}
 
 
+class _NotVoidable(Exception):
+    """The bank already has the payment for good: a refund, not a void, gives the money back."""
+
+
 class StartError(Exception):
     """A service the terminal cannot run without did not start: `kind` ("state", "journal",
     "host") and why. What had started is stopped again."""
@@ -125,6 +132,7 @@ class SaleReport:
 
     amount: int
     refund: bool = False
+    preauth: bool = False
     outcome: CardOutcome | None = None
     payment: dict[str, Any] | None = None  # `Payment.as_dict()`
     ticket: dict[str, Any] | None = None  # seq, type, extract, receipt lines
@@ -325,7 +333,8 @@ class Terminal:
         merchant = config.merchant
         self.guard = (CodeGuard(parse_hash(merchant.code_hash), max_tries=merchant.max_tries,
                                 lockout=merchant.lockout) if merchant.code_hash else None)
-        self.settings = Settings(language=merchant.language, shuffle=config.pin_pad.shuffle, training=False)
+        self.settings = merchant_settings.load(config.state.folder, Settings(
+            language=merchant.language, shuffle=config.pin_pad.shuffle, training=False))
         self.settlements: list[SettlementReport] = []  # the settlements done, newest last
 
     # --- start and stop ----------------------------------------------------------------------
@@ -377,6 +386,7 @@ class Terminal:
         if self.links is not None and self.forwarder is not None:
             self._tasks["links"] = loop.create_task(self.links.run(), name="link-checks")
             self._tasks["forwarder"] = loop.create_task(self.forwarder.run(), name="forwarder")
+        self._apply_language(self.settings.language)
         run_ui = getattr(self.ui, "run", None)
         if callable(run_ui) and inspect.iscoroutinefunction(run_ui):
             task = self._tasks["ui"] = loop.create_task(run_ui(), name="ui")
@@ -544,16 +554,19 @@ class Terminal:
         terminal = self.config.kernel.terminal
         return Money(amount, alpha(terminal.currency), terminal.currency_exponent)
 
-    async def sale_once(self, *, refund: bool = False) -> SaleReport | None:
+    async def sale_once(self, *, refund: bool = False, preauth: bool = False) -> SaleReport | None:
         """One pass: the amount, the card, the kernel, the outcome, the receipt; None when the
         merchant keyed no amount. A refund needs the merchant code (asked here unless `refund`:
-        the menu asked it already)."""
+        the menu asked it already). A pre-authorization (`preauth`, from the menu) reserves the
+        amount: no tip, no ticket, completed or released later (`preauths`)."""
         terminal = self.config.kernel.terminal
         self._show(Idle())
+        plain = not (refund or preauth)
         entry = await self.ui.ask(AskAmount(alpha(terminal.currency), terminal.currency_exponent,
-                                            tip=self.config.merchant.tips and not refund,
-                                            menu=not refund, refund=refund,
-                                            refund_allowed=self.guard is not None))
+                                            tip=self.config.merchant.tips and plain, menu=plain,
+                                            refund=refund,
+                                            refund_allowed=self.guard is not None and not preauth,
+                                            purpose="preauth" if preauth else "sale"))
         if entry is None or self._stop_requested.is_set():
             return None
         if entry == OPEN_MENU:
@@ -563,19 +576,22 @@ class Terminal:
                 and _minor_units(entry.tip, 0) and entry.amount + entry.tip <= MAX_AMOUNT):
             log.error("sale: the amount screen answered %r: not an amount", type(entry).__name__)
             return None
+        if preauth:
+            entry = AmountEntry(entry.amount)
         if entry.refund and not refund and not await self.merchant_code("refund"):
             return None
         if refund and not entry.refund:
             entry = AmountEntry(entry.amount, 0, True)
         amount = entry.amount + entry.tip
-        report = SaleReport(amount, refund=bool(entry.refund))
+        report = SaleReport(amount, refund=bool(entry.refund), preauth=preauth)
         self._remember(report)
         money = self._money(amount)
         reader = self._open_reader()
         if reader is None:
             return await self._error(report, "reader_missing")
         try:
-            session = await self._present_card(reader, PresentCard(money, refund=report.refund))
+            view = PresentCard(money, refund=report.refund, preauth=preauth)
+            session = await self._present_card(reader, view)
         except CardTimeoutError:
             log.info("sale: no card within %g s", self.card_wait)
             return report
@@ -595,7 +611,7 @@ class Terminal:
         if done is None:
             return await self._error(report, "try_again")
         self._after_card(done)
-        view = _outcome_view(done.outcome, money)
+        view = _outcome_view(done.outcome, money, preauth=preauth)
         if isinstance(view, Error):
             return await self._error(report, view.kind)
         self._show(view)
@@ -625,22 +641,26 @@ class Terminal:
 
     # --- the merchant's menu -------------------------------------------------------------------
 
-    GUARDED = ("refund", "cancel", "settlement", "settings", "training")  # behind the merchant code
+    GUARDED = ("refund", "completion", "cancel", "settlement", "settings", "training")  # the merchant code
+    HOST_ONLY = ("preauth", "completion", "settlement", "offline_queue")
 
     def menu_items(self) -> tuple[str, ...]:
         """The flows offered (`ui.contract.MENU_ITEMS`): those behind the merchant code only
-        with a code configured, the settlement and the offline queue only with a host."""
-        items = ["sale", "refund", "cancel", "settlement", "duplicate", "history", "offline_queue",
-                 "settings", "training"]
+        with a code configured, those of the bank only with a host, and no pre-authorization
+        in training mode."""
+        items = ["refund", "preauth", "completion", "cancel", "settlement", "duplicate", "history",
+                 "offline_queue", "settings", "training"]
         return tuple(item for item in items
                      if (self.guard is not None or item not in self.GUARDED)
-                     and (self.client is not None or item not in ("settlement", "offline_queue"))
-                     and (self.journal is not None or item not in ("cancel", "duplicate", "history")))
+                     and (self.client is not None or item not in self.HOST_ONLY)
+                     and (self.journal is not None or item not in ("cancel", "duplicate", "history",
+                                                                    "completion"))
+                     and not (self.settings.training and item in ("preauth", "completion")))
 
     async def merchant_menu(self) -> None:
-        """The menu the keypad opened, then the flow chosen; "sale" goes back to the keypad."""
+        """The menu the keypad opened, then the flow chosen; "back" goes back to the keypad."""
         choice = await self.ui.ask(AskMenu(self.menu_items()))
-        if choice not in self.menu_items() or choice == "sale":
+        if choice not in self.menu_items():
             return
         if choice in self.GUARDED and not await self.merchant_code(choice):
             return
@@ -648,6 +668,10 @@ class Terminal:
             await self.offline_queue()
         elif choice == "refund":
             await self.sale_once(refund=True)
+        elif choice == "preauth":
+            await self.sale_once(preauth=True)
+        elif choice == "completion":
+            await self.preauths()
         elif choice == "cancel":
             await self.tickets(("cancel",), code_given=True)
         elif choice in ("duplicate", "history"):
@@ -729,28 +753,37 @@ class Terminal:
         return lines
 
     async def void(self, seq: int) -> dict[str, Any] | None:
-        """Ticket `seq` cancelled in the journal (`fiscal.cancel`); a card payment it records
-        that was approved online and is not yet settled is reversed (0400, reason '17', through
-        the store-and-forward queue). An offline approval is left to its advice: its reversal
-        is not sent (what is left to do). Returns what was done."""
+        """Ticket `seq` cancelled in the journal (`fiscal.cancel`), and the card payment it
+        records undone at the bank (`_bank_undo`): an online approval not yet settled is
+        reversed (0400, reason '17'); an advice (offline approval, completion) that has not
+        left yet is withdrawn from the queue. A payment the bank already has for good (its
+        batch settled, its advice sent) is refused with `Error("void_refused")`, the ticket
+        left as it is: the merchant makes a refund. Returns what was done."""
         journal, training = self.journal, self.settings.training
         if journal is None:
             return None
         listed = settlement.history(journal, last=1000, training=training)
         entry = next((e for e in listed if e.seq == seq), None)
+        undo: tuple[str, Payment] | None = None
+        if entry is not None and entry.payment is not None and not training:
+            try:
+                undo = self._bank_undo(entry.payment)
+            except _NotVoidable as exc:
+                log.warning("void of ticket %d refused: %s", seq, exc)
+                await self._error(SaleReport(0), "void_refused")
+                return {"ticket": seq, "cancellation": None, "refused": str(exc)}
         try:
             record = fiscal.cancel(journal, seq, training=training)
         except (JournalError, fiscal.FiscalError) as exc:
             log.error("void of ticket %d: %s", seq, exc)
             await self._error(SaleReport(0), "try_again")
             return None
-        done: dict[str, Any] = {"ticket": seq, "cancellation": record.seq, "reversal": None}
-        if entry is not None and entry.payment is not None and not training:
-            done["reversal"] = self._reverse(entry.payment)
-        if done["reversal"] is not None and self.forwarder is not None:
-            self.forwarder.wake()
-            self._figures_at = -1e9
-            self._poke.set()
+        done: dict[str, Any] = {"ticket": seq, "cancellation": record.seq, "reversal": None,
+                                "withdrawn": None}
+        if undo is not None:
+            how, payment = undo
+            done["reversal" if how == "reverse" else "withdrawn"] = self._undo(how, payment)
+            self._wake_forwarder()
         try:
             lines = receipt_lines(record, version=software_version(),
                                   merchant=self.config.kernel.terminal.merchant_name_location or None)
@@ -760,27 +793,53 @@ class Terminal:
         await self._receipt(Receipt(tuple(lines), training=training))
         return done
 
-    def _reverse(self, payment_id: int) -> int | None:
-        """The reversal (reason '17') of online payment `payment_id` queued; its queue item, or
-        None when nothing is owed (not approved online, already settled, no original)."""
+    def _bank_undo(self, payment_id: int) -> tuple[str, Payment] | None:
+        """How a void undoes payment `payment_id` at the bank: ("reverse", payment) for an online
+        approval of the open batch, ("withdraw", payment) for an advice still waiting unsent;
+        None when nothing reached the bank. `_NotVoidable` when the bank has it for good."""
         recorder = self.recorder
         if recorder is None:
             return None
         try:
             payment = recorder.payments.get(payment_id)
             batch = settlement.load_state(self.config.state.folder)
-            if payment.state is not State.APPROVED or payment.reversal_item is None \
-                    or payment.id <= batch.last_payment:
+            advice = recorder.queue.get(payment.advice_item) if payment.advice_item is not None else None
+        except (PaymentsError, SafQueueError, settlement.SettlementError) as exc:
+            raise _NotVoidable(f"payment {payment_id} cannot be read: {exc}") from exc
+        if payment.id <= batch.last_payment:
+            raise _NotVoidable(f"payment {payment_id} is in a settled batch")
+        if advice is not None:
+            if advice.settled is not None or advice.attempts > 0:
+                raise _NotVoidable(f"the advice of payment {payment_id} has gone to the bank")
+            return "withdraw", payment
+        if payment.state is State.APPROVED and payment.reversal_item is not None:
+            return "reverse", payment
+        return None
+
+    def _undo(self, how: str, payment: Payment) -> int | None:
+        """The reversal (reason '17') of `payment` queued, or its advice withdrawn; the queue
+        item, or None when that could not be written (logged, alerted: the ticket is already
+        cancelled, a technician must finish the job)."""
+        recorder = self.recorder
+        if recorder is None:
+            return None
+        try:
+            now = datetime.datetime.now(datetime.UTC)
+            if how == "withdraw" and payment.advice_item is not None:
+                recorder.queue.cancel(payment.advice_item, "voided by the merchant", now)
+                log.info("void: payment %d: its advice, item %d, withdrawn", payment.id, payment.advice_item)
+                return payment.advice_item
+            if payment.reversal_item is None:
                 return None
             original = recorder.queue.get(payment.reversal_item).payload
             payload = amend_reversal(original, ReversalReason.CANCELLED)
             item = recorder.queue.add("reversal", payload, amount=payment.amount, currency=payment.currency,
-                                      created=datetime.datetime.now(datetime.UTC), ref=f"void-{payment.id}")
-        except Exception as exc:  # the ticket is cancelled: the reversal needs a technician
-            log.critical("void: the reversal of payment %d could NOT be queued: %s", payment_id, exc)
+                                      created=now, ref=f"void-{payment.id}")
+        except Exception as exc:  # the ticket is cancelled: the bank's side needs a technician
+            log.critical("void: payment %d could NOT be undone at the bank: %s", payment.id, exc)
             self.alerts.add(ALERT_JOURNAL_ERROR)
             return None
-        log.info("void: payment %d reversed (reason 17), queue item %d", payment_id, item)
+        log.info("void: payment %d reversed (reason 17), queue item %d", payment.id, item)
         return item
 
     # --- settlement ---------------------------------------------------------------------------
@@ -842,20 +901,33 @@ class Terminal:
 
     # --- settings -----------------------------------------------------------------------------
 
+    def _apply_language(self, language: str) -> bool:
+        """The merchant's screens in `language`; False when the UI refused it."""
+        setter = getattr(self.ui, "set_merchant_language", None)
+        if callable(setter):
+            try:
+                setter(language)
+            except Exception:
+                log.exception("the UI refused the language %s", language)
+                return False
+        return True
+
+    def _save_settings(self) -> None:
+        try:
+            merchant_settings.save(self.config.state.folder, self.settings)
+        except merchant_settings.SettingsError as exc:
+            log.error("settings: not kept for the next start: %s", exc)
+
     async def change_settings(self) -> None:
+        """The settings screen; what the merchant changed is kept for the next start."""
         answer = await self.ui.ask(AskSettings(self.settings))
         if not isinstance(answer, Settings):
             return
-        if answer.language != self.settings.language:
-            setter = getattr(self.ui, "set_merchant_language", None)
-            if callable(setter):
-                try:
-                    setter(answer.language)
-                except Exception:
-                    log.exception("the UI refused the language %s", answer.language)
-                    answer = Settings(self.settings.language, answer.shuffle, answer.training)
+        if answer.language != self.settings.language and not self._apply_language(answer.language):
+            answer = Settings(self.settings.language, answer.shuffle, answer.training)
         training = answer.training
         self.settings = Settings(answer.language, answer.shuffle, self.settings.training)
+        self._save_settings()
         if training != self.settings.training:
             await self.set_training(training)
 
@@ -871,6 +943,7 @@ class Terminal:
                 log.critical("fiscal journal: training mode NOT changed: %s", exc)
                 return
         self.settings = Settings(self.settings.language, self.settings.shuffle, on)
+        self._save_settings()
         self._poke.set()
 
     async def offline_queue(self) -> None:
@@ -882,14 +955,100 @@ class Terminal:
             except SafQueueError as exc:
                 log.error("offline queue: %s", exc)
                 return
-            payments = tuple(Money(item.amount, code, CURRENCIES.get(code, (0, 2))[1])
-                             for item in items for code in (alpha(item.currency),))
+            payments = tuple(self._money_in(item.amount, item.currency) for item in items)
             if await self.ui.ask(AskOfflineQueue(payments)) != SEND_NOW or self.forwarder is None:
                 return
             self._show(Processing("forwarding"))
             await self.forwarder.forward_once()
             self._figures_at = -1e9
             self._poke.set()
+
+    # --- pre-authorizations ---------------------------------------------------------------------
+
+    async def preauths(self) -> None:
+        """The open pre-authorizations until the merchant goes back or completes one: each is
+        completed for its final amount (`complete`) or released (`release`)."""
+        while self.recorder is not None:
+            try:
+                open_ = {p.id: p for p in self.recorder.payments.open_preauths()}
+            except PaymentsError as exc:
+                log.error("pre-authorizations: %s", exc)
+                return
+            lines = tuple(PreauthLine(p.id, self._money_in(p.amount, p.currency),
+                                      _local_minute(p.created.isoformat()), p.pan_masked)
+                          for p in open_.values())
+            choice = await self.ui.ask(AskPreauth(lines))
+            if not isinstance(choice, PreauthChoice) or choice.payment not in open_:
+                return
+            if choice.action == "complete":
+                await self.complete(open_[choice.payment])
+                return
+            if choice.action == "release":
+                self.release(choice.payment)
+
+    async def complete(self, preauth: Payment) -> dict[str, Any] | None:
+        """Pre-authorization `preauth` completed: the final amount asked (at most the amount
+        reserved), the completion's 0220 queued with its payment, the ticket journalled and
+        shown; the forwarder sends the advice at once. Returns the completion's record."""
+        recorder, journal = self.recorder, self.journal
+        if recorder is None or journal is None:
+            return None
+        terminal = self.config.kernel.terminal
+        reserved = self._money_in(preauth.amount, preauth.currency)
+        entry = await self.ui.ask(AskAmount(reserved.currency, reserved.exponent, refund_allowed=False,
+                                            purpose="completion", maximum=preauth.amount))
+        if not (isinstance(entry, AmountEntry) and _minor_units(entry.amount, 1)
+                and entry.amount <= preauth.amount):
+            return None
+        try:
+            payment_id = recorder.complete_preauth(preauth.id, entry.amount)
+        except RecordError as exc:
+            log.error("completion: %s", exc)
+            await self._error(SaleReport(entry.amount), "try_again")
+            return None
+        self._wake_forwarder()
+        money = self._money_in(entry.amount, preauth.currency)
+        lines: list[str] | None = None
+        try:
+            payment = recorder.payments.get(payment_id)
+            ticket = sale.stored_ticket(journal, payment)
+            recorder.payments.set_ticket(payment_id, ticket.seq)
+            lines = receipt_lines(ticket, version=software_version(),
+                                  merchant=terminal.merchant_name_location or None)
+        except (JournalError, fiscal.FiscalError, PaymentsError, ReceiptError) as exc:
+            # the payment stands; recovery journals a missing ticket at the next start
+            log.critical("completion: payment %d: the ticket could NOT be journalled: %s", payment_id, exc)
+            self.alerts.add(ALERT_JOURNAL_ERROR)
+        self._show(Outcome(True, money))
+        if not self._stop_requested.is_set():
+            await asyncio.sleep(self.outcome_pause)
+            if lines:
+                await self._receipt(Receipt(tuple(lines)))
+        return recorder.payments.get(payment_id).as_dict()
+
+    def release(self, preauth_id: int) -> int | None:
+        """Pre-authorization `preauth_id` released: its reversal (reason '17') queued and sent."""
+        if self.recorder is None:
+            return None
+        try:
+            item = self.recorder.release_preauth(preauth_id)
+        except RecordError as exc:
+            log.error("release: %s", exc)
+            return None
+        self._wake_forwarder()
+        return item
+
+    def _wake_forwarder(self) -> None:
+        """Something was queued for the bank: forward it now, and read the queue's figures again."""
+        if self.forwarder is not None:
+            self.forwarder.wake()
+        self._figures_at = -1e9
+        self._poke.set()
+
+    def _money_in(self, amount: int, currency: int) -> Money:
+        code = alpha(currency)
+        exponent = CURRENCIES.get(code, (0, self.config.kernel.terminal.currency_exponent))[1]
+        return Money(amount, code, exponent)
 
     # --- the card ----------------------------------------------------------------------------
 
@@ -950,7 +1109,8 @@ class Terminal:
         paid = sale.card_payment(
             self.config, report.amount, fulfil, prompt, authorizer=authorizer,
             online=_ShowingAuthorizer(authorizer, prompt) if authorizer is not None else None,
-            recorder=self.recorder, journal=self.journal, transaction_type=REFUND if report.refund else 0)
+            recorder=self.recorder, journal=self.journal, transaction_type=REFUND if report.refund else 0,
+            preauth=report.preauth)
         outcome, record, ticket = paid.outcome, paid.payment, paid.ticket
         host, unjournalled, alerts = paid.host, paid.unjournalled, paid.alerts
         if outcome.language:
@@ -1079,19 +1239,19 @@ def _minor_units(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_AMOUNT
 
 
-def _outcome_view(outcome: CardOutcome, money: Money) -> Outcome | Error:
+def _outcome_view(outcome: CardOutcome, money: Money, *, preauth: bool = False) -> Outcome | Error:
     """What the merchant and the cardholder see of the kernel's outcome."""
     kind, reason = outcome.kind, outcome.reason
     if kind.approved:
         return Outcome(True, money, offline=kind in OFFLINE_KINDS,
-                       signature_required=outcome.signature_required)
+                       signature_required=outcome.signature_required, preauth=preauth)
     if reason in ("card_removed", "card_removed_during_completion"):
         return Error("card_removed")
     if kind is OutcomeKind.TRY_AGAIN:
         return Error("try_again")
     if reason == "card_error":
         return Error("card_error")
-    return Outcome(False, money, reason=reason)
+    return Outcome(False, money, reason=reason, preauth=preauth)
 
 
 def touch_ui(*, headless: bool = False) -> Any:

@@ -26,8 +26,12 @@ The script is TOML:
     ticket = 3               # the ticket picked in a list (its number); 0: the newest
     training = true          # the settings screen's answer: training mode on or off
     set_language = "en"      # the settings screen's answer: the merchant's language
+    preauth = 12             # the pre-authorization picked (its number); 0: the oldest
+    release = false          # release the pre-authorization picked instead of completing it
 
-A `menu = "refund"` entry keys its `amount` on the refund keypad the menu opens.
+A `menu = "refund"` entry keys its `amount` on the refund keypad the menu opens; `menu =
+"preauth"` on the pre-authorization keypad; `menu = "completion"` picks a pre-authorization and
+keys `amount` as its final amount (or releases it).
 
 The present-card screen waits for the card (the firmware withdraws it when the card comes);
 the merchant menu and the offline queue are left at once.
@@ -62,6 +66,7 @@ from ui.contract import (
     AskMenu,
     AskOfflineQueue,
     AskPin,
+    AskPreauth,
     AskReceipt,
     AskSettings,
     AskSettlement,
@@ -70,6 +75,7 @@ from ui.contract import (
     Error,
     Idle,
     Outcome,
+    PreauthChoice,
     PresentCard,
     Processing,
     Question,
@@ -85,7 +91,7 @@ KEPT = 300  # the last screens, questions, screenshots and languages a ScriptedU
 THEN = ("stop", "wait")
 RECEIPT_ANSWERS = ("done", "print")
 _SALE_KEYS = ("amount", "tip", "refund", "pin", "choose", "confirm", "sign", "receipt", "cancel", "menu",
-              "code", "ticket", "training", "set_language")
+              "code", "ticket", "training", "set_language", "preauth", "release")
 
 
 class ScriptError(Exception):
@@ -112,6 +118,8 @@ class ScriptedSale:
     ticket: int = 0
     training: bool | None = None
     set_language: str | None = None
+    preauth: int = 0
+    release: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,9 @@ def _sale(table: Any, where: str, file: str) -> ScriptedSale:
     ticket = table.get("ticket", 0)
     if isinstance(ticket, bool) or not isinstance(ticket, int) or ticket < 0:
         raise ScriptError(file, f"{where}.ticket", "a ticket number, or 0 for the newest")
+    preauth = table.get("preauth", 0)
+    if isinstance(preauth, bool) or not isinstance(preauth, int) or preauth < 0:
+        raise ScriptError(file, f"{where}.preauth", "a pre-authorization number, or 0 for the oldest")
     training = table.get("training")
     if training is not None and not isinstance(training, bool):
         raise ScriptError(file, f"{where}.training", "true or false")
@@ -207,7 +218,7 @@ def _sale(table: Any, where: str, file: str) -> ScriptedSale:
         raise ScriptError(file, f"{where}.tip", f"amount and tip together are at most {MAX_AMOUNT}")
     return ScriptedSale(amount, tip, boolean("refund", False), pin, choose, boolean("confirm", True),
                         boolean("sign", True), receipt, boolean("cancel", False), menu, code, ticket,
-                        training, set_language)
+                        training, set_language, preauth, boolean("release", False))
 
 
 def describe(item: View | Question) -> str:
@@ -217,12 +228,13 @@ def describe(item: View | Question) -> str:
     match item:
         case Idle():
             return "screen idle"
-        case PresentCard(refund=refund):
-            return f"screen present card{amount}" + (" (refund)" if refund else "")
+        case PresentCard(refund=refund, preauth=preauth):
+            return f"screen present card{amount}" + (" (refund)" if refund else " (pre-authorization)"
+                                                     if preauth else "")
         case Processing(step=step):
             return f"screen processing: {step}"
         case Outcome(approved=approved, reason=reason, offline=offline, signature_required=signature):
-            words = "APPROVED" if approved else "DECLINED"
+            words = ("PRE-AUTHORIZATION " if item.preauth else "") + ("APPROVED" if approved else "DECLINED")
             extra = [word for word, on in (("offline", offline), ("signature", signature)) if on]
             return (f"screen {words}{amount}" + (f" ({reason})" if reason else "")
                     + (f" [{', '.join(extra)}]" if extra else ""))
@@ -230,8 +242,9 @@ def describe(item: View | Question) -> str:
             return "screen receipt"
         case Error(kind=kind):
             return f"screen error: {kind}"
-        case AskAmount(currency=currency):
-            return f"ask amount ({currency})"
+        case AskAmount(currency=currency, purpose=purpose, maximum=maximum, exponent=exponent):
+            most = f", at most {format_amount(maximum, exponent)}" if maximum is not None else ""
+            return f"ask amount ({currency}{'' if purpose == 'sale' else ', ' + purpose}{most})"
         case AskApplication(labels=labels):
             return f"ask application: {' | '.join(labels)}"
         case AskConfirm():
@@ -255,6 +268,8 @@ def describe(item: View | Question) -> str:
             return f"ask merchant code for {purpose}{state}"
         case AskTicket(tickets=tickets, actions=actions):
             return f"ask ticket for {' | '.join(actions)}: {len(tickets)} listed"
+        case AskPreauth(preauths=preauths):
+            return f"ask pre-authorization: {len(preauths)} open"
         case AskSettlement(report=report):
             return f"ask settlement: batch {report.batch} {report.result}" + (
                 ", day closed" if report.day_closed else "")
@@ -293,6 +308,7 @@ class ScriptedUi:
         self.languages: list[str] = []  # the cardholder language of each switch
         self._next = 0
         self._sale: ScriptedSale | None = None
+        self._picked = False  # the sale's pre-authorization was picked: the list is left next
         self._idle_forever: asyncio.Future[None] | None = None
 
     def _say(self, line: str) -> None:
@@ -363,11 +379,12 @@ class ScriptedUi:
                 await asyncio.gather(mirror, return_exceptions=True)
 
     async def _play(self, question: Question) -> Any:
-        if isinstance(question, AskAmount) and not question.refund:
+        if isinstance(question, AskAmount) and not question.refund and question.purpose == "sale":
             if self._next >= len(self.script.sales):
                 return await self._finished()
             self._sale = self.script.sales[self._next]
             self._next += 1
+            self._picked = False
         if self.before_answer is not None:
             done = self.before_answer(question)
             if asyncio.iscoroutine(done):
@@ -383,6 +400,8 @@ class ScriptedUi:
         match question:
             case AskAmount(refund=True):
                 return AmountEntry(sale.amount, 0, True)
+            case AskAmount(purpose="preauth" | "completion"):
+                return AmountEntry(sale.amount)
             case AskAmount():
                 if sale.menu is not None:
                     return OPEN_MENU
@@ -397,6 +416,12 @@ class ScriptedUi:
                 seq = sale.ticket or tickets[0].seq
                 action = "cancel" if sale.menu == "cancel" or actions == ("cancel",) else actions[0]
                 return TicketChoice(seq, action)
+            case AskPreauth(preauths=preauths):
+                if not preauths or self._picked:
+                    return None
+                self._picked = True
+                action = "release" if sale.release else "complete"
+                return PreauthChoice(sale.preauth or preauths[0].payment, action)
             case AskSettlement(report=report, printable=printable):
                 self._say(f"  | batch {report.batch}: {report.result}")
                 return "print" if printable and sale.receipt == "print" else "done"

@@ -24,7 +24,7 @@ from firmware.ui_script import ScriptedUi, parse_script
 from sim.host.server import HostSimulator
 from sim.inprocess import fresh_card
 from sim.printer import PrinterSimulator
-from ui.contract import AskCode, AskMenu, AskReceipt, AskSettlement
+from ui.contract import AskAmount, AskCode, AskMenu, AskPreauth, AskReceipt, AskSettlement, Error, Outcome
 
 TEST_CODE = "4711"  # TEST merchant code
 FAST = {"notifier": Notifier({}), "error_pause": 0.0, "outcome_pause": 0.0, "card_wait": 5.0}
@@ -70,8 +70,8 @@ def _rows(folder: Path, chain: str) -> list[tuple[str, str]]:
 
 
 def _run(tmp_path: Path, sales: list[dict[str, Any]], profile: str = "visa_cda_online",
-         merchant: str | None = None, printer: PrinterSimulator | None = None,
-         ) -> tuple[Terminal, ScriptedUi, list[Any], str]:
+         merchant: str | None = None, printer: PrinterSimulator | None = None, host_up: bool = True,
+         before_answer: Any = None) -> tuple[Terminal, ScriptedUi, list[Any], str]:
     stored = hash_code(TEST_CODE, log2_n=10).text()
     extra = merchant if merchant is not None else f'[merchant]\ncode_hash = "{stored}"\n'
     out = io.StringIO()
@@ -87,10 +87,14 @@ def _run(tmp_path: Path, sales: list[dict[str, Any]], profile: str = "visa_cda_o
             else:
                 extra_printer = ""
             config = load_config(write_config(tmp_path, host.port, host.pki, extra + extra_printer))
+            if not host_up:
+                await host.stop()  # the outage: nothing listens on the host's port
             terminal = Terminal(config, ui, reader_factory=lambda: SimReader(profile), **FAST)  # type: ignore[arg-type]
             ui.on_done = lambda: terminal.request_stop("script done")
-            await terminal.run_until_stopped()
-            return terminal, host.ledger.entries()
+            if before_answer is not None:
+                ui.before_answer = lambda question: before_answer(terminal, question)
+            await asyncio.wait_for(terminal.run_until_stopped(), 60)
+            return terminal, host.ledger.entries() if host_up else []
 
     terminal, entries = asyncio.run(scenario())
     return terminal, ui, entries, out.getvalue()
@@ -224,3 +228,149 @@ def test_the_settlement_report_prints_on_request(tmp_path: Path) -> None:
     printed = [line.strip() for line in printer.lines]
     assert printed[0] == "TELECOLLECTE" and "A000000003" in printed and "Totaux concordants" in printed
     assert any(line.startswith("Debits 1") and line.endswith("12.00 EUR") for line in printed), printed
+
+
+# --- pre-authorizations ---------------------------------------------------------------------------
+
+def _payments(folder: Path) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(folder / "saf.sqlite3")) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute("SELECT * FROM payment ORDER BY id")]
+
+
+def _items(folder: Path) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(folder / "saf.sqlite3")) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT id, kind, amount, ref, settled, code FROM item ORDER BY id")
+        return [dict(row) for row in rows]
+
+
+def test_a_pre_authorization_reserves_and_its_completion_books_the_final_amount(tmp_path: Path) -> None:
+    _, ui, entries, out = _run(tmp_path, [
+        {"menu": "preauth", "amount": 15000, "pin": "1234"},
+        {"menu": "completion", "code": TEST_CODE, "amount": 9000},
+        {"menu": "settlement", "code": TEST_CODE},
+    ])
+    preauth, completion = sorted(entries, key=lambda e: e.id)
+    assert (preauth.mti, preauth.amount, preauth.response_code) == ("0100", 15000, "00")
+    assert (completion.mti, completion.amount, completion.completes) == ("0220", 9000, preauth.id)
+    state = tmp_path / "state"
+    reserved, completed = _payments(state)
+    assert (reserved["kind"], reserved["state"], reserved["ticket"]) == ("preauth", "approved", None)
+    assert (completed["kind"], completed["state"]) == ("completion", "approved")
+    assert completed["original"] == reserved["id"]
+    assert completed["pan_masked"] == reserved["pan_masked"] and "*" in completed["pan_masked"]
+    (ticket,) = _rows(state, "ticket")  # the pre-authorization sold nothing: one ticket, the completion's
+    assert ticket[0] == "sale" and '"amount":9000' in ticket[1]
+    assert f'"payment":{completed["id"]}' in ticket[1]
+    assert '"aid":"A0000000031010"' in ticket[1]  # kept from the card for the settlement's scheme
+    outcomes = [v for v in ui.views if isinstance(v, Outcome)]
+    assert outcomes[0].preauth and outcomes[0].approved and not outcomes[1].preauth
+    amounts = [q for q in ui.questions if isinstance(q, AskAmount) and q.purpose != "sale"]
+    assert [(q.purpose, q.maximum) for q in amounts] == [("preauth", None), ("completion", 15000)]
+    (report,) = [q.report for q in ui.questions if isinstance(q, AskSettlement)]
+    (scheme,) = report.schemes
+    assert report.result == "in_balance" and (scheme.debit_count, scheme.debit.amount) == (1, 9000)
+    (asked,) = [q for q in ui.questions if isinstance(q, AskPreauth)]
+    assert [(line.payment, line.money.amount) for line in asked.preauths] == [(reserved["id"], 15000)]
+    assert "4761739001010010" not in out and "PRE-AUTHORIZATION APPROVED" in out
+
+
+def test_a_released_pre_authorization_is_reversed_at_the_host_and_sells_nothing(tmp_path: Path) -> None:
+    _, ui, entries, _ = _run(tmp_path, [
+        {"menu": "preauth", "amount": 8000, "pin": "1234"},
+        {"menu": "completion", "code": TEST_CODE, "release": True},
+        {"menu": "completion", "code": TEST_CODE},  # nothing left open
+        {"menu": "settlement", "code": TEST_CODE},
+    ])
+    (entry,) = entries
+    assert entry.mti == "0100" and entry.reversed  # the 0400, reason 17, went through the queue
+    state = tmp_path / "state"
+    (payment,) = _payments(state)
+    assert (payment["kind"], payment["state"]) == ("preauth", "reversed")
+    assert payment["note"] == "released by the merchant"
+    assert _rows(state, "ticket") == []
+    lists = [q.preauths for q in ui.questions if isinstance(q, AskPreauth)]
+    assert [len(listed) for listed in lists] == [1, 0, 0]  # listed again after the release, then empty
+    (report,) = [q.report for q in ui.questions if isinstance(q, AskSettlement)]
+    assert report.result == "in_balance" and report.schemes == ()
+
+
+def test_a_completion_over_the_amount_reserved_is_refused(tmp_path: Path) -> None:
+    _, _, entries, _ = _run(tmp_path, [
+        {"menu": "preauth", "amount": 5000, "pin": "1234"},
+        {"menu": "completion", "code": TEST_CODE, "amount": 5001},
+    ])
+    assert [e.mti for e in entries] == ["0100"]
+    state = tmp_path / "state"
+    assert [p["kind"] for p in _payments(state)] == ["preauth"] and _rows(state, "ticket") == []
+    assert [i["kind"] for i in _items(state)] == ["reversal"]  # the 0100's, cancelled when the card approved
+
+
+def test_a_pre_authorization_without_the_bank_is_declined_never_approved_offline(tmp_path: Path) -> None:
+    # new_card_online: a sale of this card is approved offline during an outage (Y3)
+    _, ui, _, _ = _run(tmp_path, [{"menu": "preauth", "amount": 1000, "pin": "1234"}], "new_card_online",
+                       host_up=False)
+    (outcome,) = [v for v in ui.views if isinstance(v, Outcome)]
+    assert outcome.preauth and not outcome.approved and outcome.reason == "offline_refused:preauth"
+    state = tmp_path / "state"
+    (payment,) = _payments(state)
+    assert payment["kind"] == "preauth" and payment["state"] == "declined"
+    assert _items(state) == []  # the 0100 never left (no connection): nothing owed
+    assert _rows(state, "ticket") == []
+
+
+# --- voids the bank may or may not have ------------------------------------------------------------
+
+def test_void_of_an_offline_approval_withdraws_its_advice_before_it_leaves(tmp_path: Path) -> None:
+    _, ui, _, _ = _run(tmp_path, [
+        {"amount": 1000, "pin": "1234"},
+        {"menu": "cancel", "code": TEST_CODE, "ticket": 1},
+    ], "new_card_online", host_up=False)
+    state = tmp_path / "state"
+    (payment,) = _payments(state)
+    assert payment["state"] == "approved_offline"
+    advice = next(i for i in _items(state) if i["id"] == payment["advice_item"])
+    assert (advice["settled"], advice["code"]) == ("cancelled", "voided by the merchant")
+    assert [kind for kind, _ in _rows(state, "ticket")] == ["sale", "cancellation"]
+    assert Error("void_refused") not in ui.views
+
+
+def test_void_of_a_settled_sale_is_refused_and_the_ticket_stands(tmp_path: Path) -> None:
+    _, ui, entries, _ = _run(tmp_path, [
+        {"amount": 2300, "pin": "1234"},
+        {"menu": "settlement", "code": TEST_CODE},
+        {"menu": "cancel", "code": TEST_CODE, "ticket": 1},
+    ])
+    assert Error("void_refused") in ui.views
+    assert [kind for kind, _ in _rows(tmp_path / "state", "ticket")] == ["sale"]
+    (entry,) = entries
+    assert not entry.reversed
+
+
+def test_settings_changed_on_the_screen_are_kept_for_the_next_start(tmp_path: Path) -> None:
+    first, _, _, _ = _run(tmp_path, [{"menu": "settings", "code": TEST_CODE, "set_language": "de",
+                                      "training": True}])
+    assert (first.settings.language, first.settings.training) == ("de", True)
+    again, ui, entries, _ = _run(tmp_path, [{"amount": 700, "pin": "1234"}])
+    assert (again.settings.language, again.settings.training, again.settings.shuffle) == ("de", True, False)
+    assert ui.statuses[-1].training and entries == []  # still in training: nothing reached the host
+    state = tmp_path / "state"
+    assert [k for k, _ in _rows(state, "training-ticket")] == ["sale"] and _rows(state, "ticket") == []
+    (state / "settings.json").write_text("{not json")
+    third, _, _, _ = _run(tmp_path, [])
+    assert (third.settings.language, third.settings.training) == ("fr", False)  # the configuration's
+
+
+@pytest.mark.parametrize("when", [AskSettlement, AskCode])
+def test_a_stop_during_the_settlement_ends_the_terminal_in_order(tmp_path: Path, when: type) -> None:
+    def stop(terminal: Terminal, question: Any) -> None:
+        if isinstance(question, when):
+            terminal.request_stop("SIGTERM")
+
+    terminal, ui, _, _ = _run(tmp_path, [{"amount": 1200, "pin": "1234"},
+                                         {"menu": "settlement", "code": TEST_CODE},
+                                         {"amount": 3400, "pin": "1234"}], before_answer=stop)
+    assert terminal.stop_cause == "SIGTERM" and ui.played == 2  # the sale after it never began
+    audit = [kind for kind, _ in _rows(tmp_path / "state", "audit")]
+    assert audit[-1] == "stop"

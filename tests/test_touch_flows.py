@@ -37,6 +37,7 @@ from ui.contract import (
     AskConfirm,
     AskMenu,
     AskPin,
+    AskPreauth,
     AskReceipt,
     AskSettlement,
     AskTicket,
@@ -396,6 +397,47 @@ def test_void_from_the_tickets_cancels_it_and_reverses_it_at_the_host(tmp_path: 
     assert [kind for kind, _ in bench.journal("ticket")] == ["sale", "cancellation"]
     (entry,) = bench.entries
     assert entry.amount == 2300 and entry.reversed
+
+
+def test_pre_authorization_then_completion_for_less_books_the_final_amount(tmp_path: Path) -> None:
+    shown: dict[str, list[str]] = {}
+
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await open_menu(ui, "preauth")
+        await asked(ui, AskAmount, "pre-authorization keypad")
+        assert fr("keypad.preauth") in ui.texts()
+        assert fr("keypad.refund") not in [b.text for b in ui.buttons()]  # no switch to a refund
+        await taps(ui, *"15000", fr("common.ok"))
+        await key_pin(ui, "en")
+        approved = text("en", "outcome.preauth_approved")
+        await until(ui, lambda: approved in ui.texts(), "pre-authorization approved")
+        await open_menu(ui, "completion")
+        await merchant_code(ui, "completion")
+        listed = await asked(ui, AskPreauth, "open pre-authorizations")
+        (line,) = listed.preauths
+        shown["list"] = ui.texts()
+        await tap_event(ui, UiEvent("preauth", line.payment))
+        await taps(ui, fr("preauth.complete"))
+        await asked(ui, AskAmount, "final amount")
+        await taps(ui, *"15001", fr("common.ok"))  # more than reserved: OK does nothing
+        await ui.settle()
+        assert isinstance(ui.asking, AskAmount) and ui.asking.purpose == "completion"
+        shown["over"] = ui.texts()
+        await taps(ui, fr("common.clear"), *"9000", fr("common.ok"))
+        await receipt_done(ui)
+        await until(ui, lambda: any(e.mti == "0220" for e in bench.host.ledger.entries()), "the 0220")
+
+    bench = play(tmp_path, driver)
+    maximum = fr("keypad.maximum", amount=fr("format.money", amount="150,00", symbol="€"))
+    assert fr("preauth.title") in shown["list"]
+    assert any("150,00" in t and "******" in t for t in shown["list"])  # the amount and the card, masked
+    reserve, completion = sorted(bench.entries, key=lambda e: e.id)
+    assert (reserve.mti, reserve.amount) == ("0100", 15000)
+    assert (completion.mti, completion.amount, completion.completes) == ("0220", 9000, reserve.id)
+    ((kind, payload),) = bench.journal("ticket")
+    assert kind == "sale" and '"amount":9000' in payload
+    assert maximum in shown["over"] and "150,01\u00a0€" in shown["over"]
 
 
 def test_settlement_report_shows_the_totals_and_the_host_reconciles(tmp_path: Path) -> None:
