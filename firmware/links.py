@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -117,6 +118,8 @@ class _State:
     checked: datetime.datetime | None = None
 
 
+MAX_EVENTS = 100  # link changes kept in `LinkManager.events`
+
 @dataclass
 class LinkManager:
     """`links` in order of preference (the OS network first, cellular last)."""
@@ -128,7 +131,9 @@ class LinkManager:
     check_interval: float = 30.0
     clock: Callable[[], datetime.datetime] = _now
     current: Link | None = None
-    events: list[LinkEvent] = field(default_factory=list)
+    # the last link changes (a flapping Wi-Fi in a taxi makes thousands a day): a bounded record
+    events: deque[LinkEvent] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
+    announced: int = 0  # link changes since start, kept or not
     _subscribers: list[Callable[[LinkEvent], None]] = field(default_factory=list)
     _states: dict[str, _State] = field(default_factory=dict)
 
@@ -144,6 +149,7 @@ class LinkManager:
         event = LinkEvent(kind, link.name if link else None, previous.name if previous else None, cause,
                           self.clock())
         self.events.append(event)
+        self.announced += 1
         log.info("link %s: %s -> %s (%s)", kind, event.previous, event.link, cause)
         for callback in self._subscribers:
             try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from firmware.links import LinkDown, LinkEvent, LinkManager, OsNetworkLink
+from firmware.links import MAX_EVENTS, LinkDown, LinkEvent, LinkManager, OsNetworkLink
 from firmware.tls_stream import ByteStream, ConnectError, open_tcp
 
 
@@ -158,3 +158,21 @@ def test_a_failing_subscriber_does_not_stop_the_switch() -> None:
 def test_a_manager_needs_a_link() -> None:
     with pytest.raises(ValueError):
         LinkManager([], "127.0.0.1", 1)
+
+
+def test_a_flapping_link_keeps_only_the_last_changes() -> None:
+    async def scenario() -> LinkManager:
+        primary = Acquirer()
+        await primary.start()
+        manager = LinkManager([OsNetworkLink()], "127.0.0.1", primary.port, timeout=1)
+        for _ in range(MAX_EVENTS):  # up, down, up, down...: twice as many changes as are kept
+            await manager.check()
+            await primary.stop()
+            await manager.check()
+            await primary.start()
+        await primary.stop()
+        return manager
+
+    manager = run(scenario())
+    assert manager.announced == 2 * MAX_EVENTS and len(manager.events) == MAX_EVENTS
+    assert [e.kind for e in list(manager.events)[-2:]] == ["up", "down"]
