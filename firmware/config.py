@@ -55,6 +55,9 @@ is half loaded. Sections and keys:
                      or 48; default 32), codepage ("cp858" default, "cp1252", "cp850",
                      "cp437"), check_paper (ask the paper sensor first, default true). Without
                      the section, receipts are only shown and sent as e-receipts.
+    [receipt]        url: the e-receipt service's address for a ticket, shown as a QR code with
+                     the receipt (firmware/e_receipt.py): https, with {terminal}, {ticket} and
+                     {extract} (the signature extract) in braces. Without it, no QR code.
     [merchant]       code_hash: the merchant code guarding refunds, voids, settlement and the
                      settings, as `firmware.merchant_code` stores it (salted scrypt, never the
                      code); max_tries (wrong codes in a row before a lockout, default 3),
@@ -98,6 +101,7 @@ from emv.kernel_config import (
     TerminalConfig,
 )
 from firmware.dukpt import INITIAL_KEY_ID_LENGTH, KeyType
+from firmware.e_receipt import ReceiptConfig, ReceiptUrlError, check_template
 from firmware.framing import DEFAULT_MAX_FRAME, LARGEST_FRAME
 from firmware.offline_limits import RID_LENGTH, OfflineLimits, OfflineLimitsError
 from firmware.printer import BAUDRATES as PRINTER_BAUDRATES
@@ -264,6 +268,7 @@ class AppConfig:
     offline: OfflineLimits = field(default_factory=OfflineLimits)
     printer: PrinterConfig | None = None
     merchant: MerchantConfig = field(default_factory=MerchantConfig)
+    receipt: ReceiptConfig | None = None
 
 
 def load_config(path: Path | None = None) -> AppConfig:
@@ -493,7 +498,7 @@ def _kernel_value(build: Callable[[], T], path: str, renames: Mapping[str, str] 
 
 
 _SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad", "dukpt",
-             "host", "state", "modem", "links", "offline", "printer", "merchant")
+             "host", "state", "modem", "links", "offline", "printer", "merchant", "receipt")
 _TERMINAL_KEYS = (
     "type", "capabilities", "additional_capabilities", "country", "currency", "currency_exponent",
     "terminal_id", "merchant_id", "merchant_category", "merchant_name_location", "ifd_serial",
@@ -546,7 +551,8 @@ def _app_config(document: dict[str, Any], base: Path, source: Path) -> AppConfig
                      pin_pad=_pin_pad(document.get("pin_pad", {})), dukpt=dukpt, host=host,
                      state=_state(document.get("state", {}), base), source=source, modem=modem,
                      links=links, offline=offline, printer=printer,
-                     merchant=_merchant(document.get("merchant", {})))
+                     merchant=_merchant(document.get("merchant", {})),
+                     receipt=_receipt(document["receipt"]) if "receipt" in document else None)
 
 
 def _terminal(raw: Any) -> TerminalConfig:
@@ -902,6 +908,15 @@ def _printer(raw: Any) -> PrinterConfig:
         codepage=t.get("codepage", _choice(tuple(PRINTER_CODEPAGES)), DEFAULT_PRINTER_CODEPAGE),
         check_paper=t.get("check_paper", _boolean, True),
     )
+
+
+def _receipt(raw: Any) -> ReceiptConfig:
+    t = _Table(raw, "receipt", ("url",))
+    url = t.get("url", _string)
+    try:
+        return ReceiptConfig(check_template(url))
+    except ReceiptUrlError as exc:
+        raise _Invalid("receipt.url", str(exc)) from None
 
 
 def _path_text(value: Any, key: str) -> str:

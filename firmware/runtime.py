@@ -40,7 +40,7 @@ from typing import Any
 from emv.outcome import Outcome as CardOutcome
 from emv.outcome import OutcomeKind
 from emv.requests import HostStatus, OnlineRequest, OnlineResponse
-from firmware import driver, fiscal, merchant_settings, sale, settlement
+from firmware import driver, e_receipt, fiscal, merchant_settings, sale, settlement
 from firmware.config import LINK_CELLULAR, AppConfig
 from firmware.forwarder import RETRY, Forwarder
 from firmware.host_client import AuthorizationReport, HostClient, HostClientError, HostUnavailable
@@ -619,9 +619,22 @@ class Terminal:
         if self._stop_requested.is_set():
             return report
         await asyncio.sleep(self.outcome_pause)
-        if lines:
-            await self._receipt(Receipt(tuple(lines), training=self.settings.training))
+        if lines and done.ticket is not None:
+            await self._receipt(Receipt(tuple(lines), qr=self._e_receipt(done.ticket.get("seq"),
+                                                                         done.ticket.get("extract")),
+                                        training=self.settings.training))
         return report
+
+    def _e_receipt(self, seq: Any, extract: Any) -> str | None:
+        """The e-receipt's address of ticket `seq` ([receipt] url), or None: no service
+        configured, or a training ticket (worth nothing)."""
+        receipt = self.config.receipt
+        if receipt is None or self.settings.training:
+            return None
+        if not isinstance(seq, int) or not isinstance(extract, str):
+            return None
+        return e_receipt.fill(receipt.url, terminal=self.config.kernel.terminal.terminal_id, ticket=seq,
+                              extract=extract)
 
     async def _receipt(self, receipt: Receipt) -> None:
         """The receipt on screen (AGEC: printed only on request), printed on the [printer]."""
@@ -749,7 +762,8 @@ class Terminal:
             log.error("duplicate of ticket %d: %s", seq, exc)
             await self._error(SaleReport(0), "try_again")
             return None
-        await self._receipt(Receipt(tuple(lines), duplicate=True, training=training))
+        await self._receipt(Receipt(tuple(lines), qr=self._e_receipt(original.seq, original.extract),
+                                    duplicate=True, training=training))
         return lines
 
     async def void(self, seq: int) -> dict[str, Any] | None:
@@ -790,7 +804,8 @@ class Terminal:
         except ReceiptError as exc:
             log.error("void of ticket %d: no receipt: %s", seq, exc)
             return done
-        await self._receipt(Receipt(tuple(lines), training=training))
+        await self._receipt(Receipt(tuple(lines), qr=self._e_receipt(record.seq, record.extract),
+                                    training=training))
         return done
 
     def _bank_undo(self, payment_id: int) -> tuple[str, Payment] | None:
@@ -1009,10 +1024,12 @@ class Terminal:
         self._wake_forwarder()
         money = self._money_in(entry.amount, preauth.currency)
         lines: list[str] | None = None
+        qr = None
         try:
             payment = recorder.payments.get(payment_id)
             ticket = sale.stored_ticket(journal, payment)
             recorder.payments.set_ticket(payment_id, ticket.seq)
+            qr = self._e_receipt(ticket.seq, ticket.extract)
             lines = receipt_lines(ticket, version=software_version(),
                                   merchant=terminal.merchant_name_location or None)
         except (JournalError, fiscal.FiscalError, PaymentsError, ReceiptError) as exc:
@@ -1023,7 +1040,7 @@ class Terminal:
         if not self._stop_requested.is_set():
             await asyncio.sleep(self.outcome_pause)
             if lines:
-                await self._receipt(Receipt(tuple(lines)))
+                await self._receipt(Receipt(tuple(lines), qr=qr))
         return recorder.payments.get(payment_id).as_dict()
 
     def release(self, preauth_id: int) -> int | None:

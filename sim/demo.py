@@ -119,7 +119,9 @@ def _terminal_config(work: Path, port: int, modem_port: str) -> Path:
              f'ca_file = "{pki.host_ca_cert}"\ncert_file = "{pki.terminal_cert}"\n'
              f'key_file = "{pki.terminal_key}"\nacquirer_id = "12345"\ntimeout = 10.0\n'
              f'\n[modem]\nport = "{modem_port}"\ndialect = "quectel"\napn = "internet.test"\n'
-             f'\n[links]\norder = ["cellular"]\n')
+             f'\n[links]\norder = ["cellular"]\n'
+             # a reserved example domain: the QR code shows where an e-receipt service would answer
+             f'\n[receipt]\nurl = "https://receipts.example/{{terminal}}/{{ticket}}?s={{extract}}"\n')
     path = work / "terminal.toml"
     path.write_text(text)
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -374,3 +375,19 @@ def test_a_stop_during_the_settlement_ends_the_terminal_in_order(tmp_path: Path,
     assert terminal.stop_cause == "SIGTERM" and ui.played == 2  # the sale after it never began
     audit = [kind for kind, _ in _rows(tmp_path / "state", "audit")]
     assert audit[-1] == "stop"
+
+
+def test_the_receipt_offers_the_e_receipt_address_of_its_ticket(tmp_path: Path) -> None:
+    stored = hash_code(TEST_CODE, log2_n=10).text()
+    section = ('[receipt]\nurl = "https://receipts.example/{terminal}/{ticket}?s={extract}"\n'
+               f'[merchant]\ncode_hash = "{stored}"\n')
+    _, ui, _, _ = _run(tmp_path, [{"amount": 4250, "pin": "1234"}, {"menu": "duplicate", "ticket": 1},
+                                  {"menu": "training", "code": TEST_CODE}, {"amount": 100, "pin": "1234"}],
+                       merchant=section)
+    sale, duplicate, training = [q.receipt for q in ui.questions if isinstance(q, AskReceipt)]
+    ((_, payload),) = _rows(tmp_path / "state", "ticket")
+    assert json.loads(payload)["amount"] == 4250  # the one real ticket; its extract is on the receipt
+    signature = next(line for line in sale.lines if line.startswith("Signature")).split()[-1]
+    assert sale.qr is not None and sale.qr.startswith("https://receipts.example/")
+    assert sale.qr.endswith(f"/1?s={signature}") and duplicate.qr == sale.qr
+    assert training.qr is None  # a training ticket is worth nothing: no e-receipt
