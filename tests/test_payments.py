@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 
 import pytest
 
+from firmware.config import StateConfig, load_config
+from firmware.journal import Journal
 from firmware.keystore import Keystore
 from firmware.payments import Payments, PaymentsError, State
 from firmware.saf_queue import FILE_NAME, SafQueue
+from firmware.sale import recover_tickets
 
 REVERSAL = {"t": "0200", "11": "000007", "reversal_reason": "68"}
 ADVICE = {"t": "0220", "2": "4761739001010010", "11": "000008", "39": "Y3"}
@@ -240,3 +244,23 @@ def test_a_database_of_the_first_schema_is_moved_with_its_payments(tmp_path: Pat
     assert preauth == 2 and payments.get(preauth).card == CARD
     Payments(queue)  # opening again changes nothing
     assert [p.id for p in payments.all()] == [1, 2]
+
+
+def test_a_completion_a_power_cut_left_without_its_ticket_gets_it_at_start(tmp_path: Path) -> None:
+    """The completion and its advice commit together; its ticket is journalled next. A power
+    cut between the two: recovery journals the ticket from the card reference kept, once."""
+    config = dataclasses.replace(load_config(), state=StateConfig(tmp_path))
+    payments = _payments(tmp_path)
+    preauth = _approved_preauth(payments)
+    completion = payments.complete_preauth(preauth, 9000, ADVICE)
+    assert recover_tickets(config, payments) == [completion]
+    assert recover_tickets(config, payments) == []  # once
+    journal = Journal(tmp_path)
+    try:
+        (ticket,) = journal.records("ticket")
+    finally:
+        journal.close()
+    assert ticket.type == "sale" and ticket.data["amount"] == 9000
+    (tender,) = ticket.data["tenders"]
+    assert tender["reference"] == {**CARD, "payment": completion}  # its scheme's AID for the settlement
+    assert payments.get(completion).ticket == ticket.seq and payments.get(preauth).ticket is None

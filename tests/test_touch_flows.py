@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from ui.contract import (
     AskCode,
     AskConfirm,
     AskMenu,
+    AskOfflineQueue,
     AskPin,
     AskPreauth,
     AskReceipt,
@@ -517,6 +519,53 @@ def test_offline_sale_during_an_outage_is_approved_within_limits_and_queued(tmp_
     (bar,) = status
     assert fr("status.pending", count=1) in bar and fr("status.no_link") in bar
     assert [kind for kind, _ in bench.journal("ticket")] == ["sale"]
+
+
+def test_send_now_from_the_offline_queue_forwards_the_advice_when_the_host_is_back(tmp_path: Path) -> None:
+    shown: dict[str, list[str]] = {}
+
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await key_amount(ui, 1000)
+        await until(ui, lambda: isinstance(ui.asking, AskReceipt | AskPin | AskConfirm), "receipt")
+        await cardholder(ui, "en")
+        back = HostSimulator(tmp_path / "pki", port=bench.host.port, ledger=tmp_path / "ledger.sqlite3")
+        await back.start()  # the host answers again, before the forwarder's next periodic try
+        try:
+            await open_menu(ui, "offline_queue")
+            queue = await asked(ui, AskOfflineQueue, "offline queue")
+            assert [money.amount for money in queue.payments] == [1000]
+            shown["queue"] = ui.texts()
+            await taps(ui, fr("queue.send"))
+            await until(ui, lambda: isinstance(ui.asking, AskOfflineQueue) and not ui.asking.payments,
+                        "the queue emptied")
+            shown["after"] = ui.texts()
+            await taps(ui, fr("common.back"))
+            bench.entries = back.ledger.entries()
+        finally:
+            await back.stop()
+
+    bench = play(tmp_path, driver, "new_card_online", host_up=False, forward_retry=3600.0)
+    assert fr("queue.count", count=1) in shown["queue"] and fr("queue.empty") in shown["after"]
+    (advice,) = bench.entries
+    assert (advice.mti, advice.amount, advice.approved) == ("0220", 1000, True)
+    (report,) = bench.terminal.reports
+    assert report.payment is not None and report.payment["state"] == "approved_offline"
+
+
+def test_a_stop_while_the_settlement_report_is_on_screen_ends_the_terminal(tmp_path: Path) -> None:
+    async def driver(bench: Bench) -> None:
+        ui = bench.ui
+        await open_menu(ui, "settlement")
+        await merchant_code(ui, "settlement")
+        await asked(ui, AskSettlement, "settlement report")
+        # the driver returns: the terminal is asked to stop with the report's question open
+
+    started = time.monotonic()
+    bench = play(tmp_path, driver)
+    assert time.monotonic() - started < FLOW
+    assert bench.terminal.stop_cause == "flow done" and bench.terminal.settlements
+    assert [kind for kind, _ in bench.journal("audit")][-1] == "stop"
 
 
 # --- the printer on the touchscreen -------------------------------------------------------------

@@ -18,12 +18,15 @@ from ui.contract import (
     AmountEntry,
     AskAmount,
     AskCode,
+    AskPreauth,
     AskReceipt,
     AskSettings,
     AskSettlement,
     AskTicket,
     Idle,
     Money,
+    PreauthChoice,
+    PreauthLine,
     Receipt,
     SchemeLine,
     Settings,
@@ -236,11 +239,11 @@ def test_ten_tickets_go_on_pages_each_reachable() -> None:
             big_enough(ui)
             if len(seen) == len(tickets):
                 break
-            await taps(ui, fr("tickets.next"))
+            await taps(ui, fr("common.next"))
         assert seen == {t.seq for t in tickets}
         with pytest.raises(UiError):
-            ui.tap_text(fr("tickets.next"))  # the last page
-        await taps(ui, fr("tickets.previous"))
+            ui.tap_text(fr("common.next"))  # the last page
+        await taps(ui, fr("common.previous"))
         first_shown = min(b.event.value for b in ui.buttons() if b.event.name == "ticket")
         await pick(ui, first_shown)
         await taps(ui, fr("tickets.duplicate"))
@@ -391,3 +394,43 @@ def test_training_band_on_every_screen_while_on(language: str) -> None:
         assert band not in ui.texts()
 
     run(test, language=language)
+
+
+# --- pre-authorizations -------------------------------------------------------------------------------
+
+def test_an_open_pre_authorization_is_picked_then_released() -> None:
+    preauths = (PreauthLine(7, eur(15000), "2025-03-14 08:10", "476173******0010"),
+                PreauthLine(9, eur(4000), "2025-03-14 09:30", None))
+
+    async def test(ui: TouchUi) -> None:
+        task = await asking(ui, AskPreauth(preauths))
+        rows = {b.event.value: b.text for b in ui.buttons() if b.event.name == "preauth"}
+        first, second = fr("preauth.row", number=7, at="2025-03-14 08:10"), fr("preauth.row", number=9,
+                                                                                at="2025-03-14 09:30")
+        assert rows == {7: f"{first}\n150,00\u00a0€ · 476173******0010", 9: f"{second}\n40,00\u00a0€"}
+        actions = {b.text: b.enabled for b in ui.buttons() if b.event.name == "action"}
+        assert actions == {fr("preauth.complete"): False, fr("preauth.release"): False}  # nothing picked
+        big_enough(ui)
+        (row,) = [b for b in ui.buttons() if b.event.name == "preauth" and b.event.value == 9]
+        ui.tap(*row.box.center)
+        await ui.settle()
+        await taps(ui, fr("preauth.release"))
+        assert await answer(task) == PreauthChoice(9, "release")
+        task = await asking(ui, AskPreauth(()))
+        assert fr("preauth.empty") in ui.texts()
+        await taps(ui, fr("common.back"))
+        assert await answer(task) is None
+
+    run(test)
+
+
+def test_the_completion_keypad_refuses_more_than_was_reserved() -> None:
+    async def test(ui: TouchUi) -> None:
+        task = await asking(ui, AskAmount("EUR", 2, purpose="completion", maximum=5000, refund_allowed=False))
+        assert fr("keypad.completion") in ui.texts() and fr("keypad.refund") not in ui.texts()
+        await taps(ui, *"5001", fr("common.ok"))
+        assert not task.done()
+        await taps(ui, fr("common.clear"), *"5000", fr("common.ok"))
+        assert await answer(task) == AmountEntry(5000)
+
+    run(test)
