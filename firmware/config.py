@@ -55,6 +55,15 @@ is half loaded. Sections and keys:
                      or 48; default 32), codepage ("cp858" default, "cp1252", "cp850",
                      "cp437"), check_paper (ask the paper sensor first, default true). Without
                      the section, receipts are only shown and sent as e-receipts.
+    [fleet]          the fleet link (docs/fleet-protocol.md): serial (the device's, its MQTT
+                     client id and the CN of its certificate), address and port of the MQTT
+                     broker (default 8883; its certificate must name the address), ca_file (the
+                     broker's CA, pinned), cert_file and key_file (the device's), signing_key
+                     (the fleet key's public half: desired configurations must verify under
+                     it), telemetry_interval (seconds, 10 to 86400, default 300), keepalive
+                     (seconds, default 60), session_expiry (seconds the broker keeps the
+                     session and its queued jobs, default 604800), reconnect_max (the longest
+                     wait between reconnections, seconds, default 300). Without it, no fleet.
     [receipt]        url: the e-receipt service's address for a ticket, shown as a QR code with
                      the receipt (firmware/e_receipt.py): https, with {terminal}, {ticket} and
                      {extract} (the signature extract) in braces. Without it, no QR code.
@@ -89,6 +98,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives import serialization
+
 from emv import dol
 from emv.capk import CapkError, CaPublicKey, load_capks
 from emv.errors import DolError
@@ -102,6 +113,7 @@ from emv.kernel_config import (
 )
 from firmware.dukpt import INITIAL_KEY_ID_LENGTH, KeyType
 from firmware.e_receipt import ReceiptConfig, ReceiptUrlError, check_template
+from firmware.fleet_protocol import SERIAL
 from firmware.framing import DEFAULT_MAX_FRAME, LARGEST_FRAME
 from firmware.offline_limits import RID_LENGTH, OfflineLimits, OfflineLimitsError
 from firmware.printer import BAUDRATES as PRINTER_BAUDRATES
@@ -195,6 +207,23 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """The MQTT broker of the fleet and the device's identity on it (firmware/fleet_client.py)."""
+
+    serial: str
+    address: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    signing_key: Path  # the fleet key's public half (PEM)
+    telemetry_interval: float = 300.0
+    keepalive: int = 60
+    session_expiry: int = 604800
+    reconnect_max: float = 300.0
+
+
+@dataclass(frozen=True)
 class ModemConfig:
     """The cellular module (modem/) and its data context. The SIM PIN and the APN password are
     kept out of the repr."""
@@ -269,6 +298,7 @@ class AppConfig:
     printer: PrinterConfig | None = None
     merchant: MerchantConfig = field(default_factory=MerchantConfig)
     receipt: ReceiptConfig | None = None
+    fleet: FleetConfig | None = None
 
 
 def load_config(path: Path | None = None) -> AppConfig:
@@ -288,7 +318,21 @@ def load_config(path: Path | None = None) -> AppConfig:
 
 def parse_config(text: str, file: str, base: Path) -> AppConfig:
     """Check configuration `text`; `file` names it in errors, `base` anchors relative file names."""
-    document = _parse_toml(text, file)
+    return parse_document(_parse_toml(text, file), file, base)
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """The configuration file's TOML as a document, for `parse_document` (`ConfigError`)."""
+    try:
+        text = _read_text(Path(path), MAX_CONFIG_BYTES)
+    except _Invalid as exc:
+        raise ConfigError(str(path), "(file)", exc.reason) from None
+    return _parse_toml(text, str(path))
+
+
+def parse_document(document: dict[str, Any], file: str, base: Path) -> AppConfig:
+    """Check a configuration already read as a TOML document (sections as dicts); the remote
+    configuration (firmware/fleet_config.py) puts its sections in one before it applies them."""
     try:
         return _app_config(document, Path(base), Path(file))
     except _Invalid as exc:
@@ -498,7 +542,7 @@ def _kernel_value(build: Callable[[], T], path: str, renames: Mapping[str, str] 
 
 
 _SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad", "dukpt",
-             "host", "state", "modem", "links", "offline", "printer", "merchant", "receipt")
+             "host", "state", "modem", "links", "offline", "printer", "merchant", "receipt", "fleet")
 _TERMINAL_KEYS = (
     "type", "capabilities", "additional_capabilities", "country", "currency", "currency_exponent",
     "terminal_id", "merchant_id", "merchant_category", "merchant_name_location", "ifd_serial",
@@ -552,7 +596,8 @@ def _app_config(document: dict[str, Any], base: Path, source: Path) -> AppConfig
                      state=_state(document.get("state", {}), base), source=source, modem=modem,
                      links=links, offline=offline, printer=printer,
                      merchant=_merchant(document.get("merchant", {})),
-                     receipt=_receipt(document["receipt"]) if "receipt" in document else None)
+                     receipt=_receipt(document["receipt"]) if "receipt" in document else None,
+                     fleet=_fleet(document["fleet"], base) if "fleet" in document else None)
 
 
 def _terminal(raw: Any) -> TerminalConfig:
@@ -908,6 +953,47 @@ def _printer(raw: Any) -> PrinterConfig:
         codepage=t.get("codepage", _choice(tuple(PRINTER_CODEPAGES)), DEFAULT_PRINTER_CODEPAGE),
         check_paper=t.get("check_paper", _boolean, True),
     )
+
+
+def _fleet(raw: Any, base: Path) -> FleetConfig:
+    t = _Table(raw, "fleet", ("serial", "address", "port", "ca_file", "cert_file", "key_file",
+                              "signing_key", "telemetry_interval", "keepalive", "session_expiry",
+                              "reconnect_max"))
+    serial = t.get("serial", _string)
+    if not SERIAL.fullmatch(serial):
+        raise _Invalid("fleet.serial", "1 to 32 letters, digits, '-' or '_'")
+    address = t.get("address", _host_name)
+    files = {name: t.get(name, lambda value, key: _readable(value, base, key))
+             for name in ("ca_file", "cert_file", "key_file", "signing_key")}
+    try:
+        serialization.load_pem_public_key(files["signing_key"].read_bytes())
+    except (OSError, ValueError) as exc:
+        raise _Invalid("fleet.signing_key", f"{files['signing_key']} holds no public key "
+                                            f"({type(exc).__name__})") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=files["ca_file"])
+        context.load_cert_chain(files["cert_file"], files["key_file"])
+    except (OSError, ssl.SSLError) as exc:
+        raise _Invalid("fleet.cert_file", f"the broker's CA, or the device's certificate and key, do not "
+                                          f"load ({type(exc).__name__})") from None
+    interval = t.get("telemetry_interval", _number_between(10, 86400), 300.0)
+    return FleetConfig(serial=serial, address=address, port=t.get("port", _integer(1, 65535), 8883),
+                       telemetry_interval=interval,
+                       keepalive=t.get("keepalive", _integer(5, 3600), 60),
+                       session_expiry=t.get("session_expiry", _integer(0, 2**32 - 1), 604800),
+                       reconnect_max=t.get("reconnect_max", _number_between(1, 3600), 300.0), **files)
+
+
+def _number_between(low: float, high: float) -> Convert[float]:
+    def convert(value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise _Invalid(key, f"must be a number, not {_kind(value)}")
+        if not low <= value <= high:
+            raise _Invalid(key, f"must be from {low:g} to {high:g}")
+        return float(value)
+
+    return convert
 
 
 def _receipt(raw: Any) -> ReceiptConfig:

@@ -40,8 +40,9 @@ from typing import Any
 from emv.outcome import Outcome as CardOutcome
 from emv.outcome import OutcomeKind
 from emv.requests import HostStatus, OnlineRequest, OnlineResponse
-from firmware import driver, e_receipt, fiscal, merchant_settings, sale, settlement
+from firmware import driver, e_receipt, fiscal, fleet_config, merchant_settings, sale, settlement
 from firmware.config import LINK_CELLULAR, AppConfig
+from firmware.fleet import FleetService
 from firmware.forwarder import RETRY, Forwarder
 from firmware.host_client import AuthorizationReport, HostClient, HostClientError, HostUnavailable
 from firmware.host_store import HostStore, HostStoreError
@@ -293,6 +294,8 @@ class Terminal:
                  error_pause: float = ERROR_PAUSE, outcome_pause: float = OUTCOME_PAUSE,
                  status_interval: float = STATUS_INTERVAL, figures_interval: float = FIGURES_INTERVAL,
                  link_check_interval: float = LINK_CHECK_INTERVAL, forward_retry: float = RETRY) -> None:
+        # the configuration in force: the file's, with what the fleet pushed (firmware/fleet_config.py)
+        config, self.remote_version = fleet_config.effective(config)
         self.config = config
         self.ui = ui
         self.notifier = notifier if notifier is not None else Notifier()
@@ -313,6 +316,7 @@ class Terminal:
         self.authorizer: sale.RoutedAuthorizer | None = None
         self.forwarder: Forwarder | None = None
         self.reader: CardReader | None = None
+        self.fleet: FleetService | None = None
         self.reports: list[SaleReport] = []  # the last sales, newest last
         self.alerts: set[str] = set()
         self.stop_cause: str | None = None
@@ -391,6 +395,7 @@ class Terminal:
         if callable(run_ui) and inspect.iscoroutinefunction(run_ui):
             task = self._tasks["ui"] = loop.create_task(run_ui(), name="ui")
             task.add_done_callback(self._ui_ended)
+        self._start_fleet()
         self._tasks["status"] = loop.create_task(self._publish_status(), name="status")
         self._tasks["watchdog"] = loop.create_task(self.notifier.keep_alive(), name="watchdog")
 
@@ -418,6 +423,34 @@ class Terminal:
         self.authorizer = sale.RoutedAuthorizer(self.client, asyncio.get_running_loop(), self.links, problems)
         self.forwarder = Forwarder(self.client, self.links, retry=self.forward_retry)
         self.links.subscribe(lambda _event: self._poke.set())
+
+    def _start_fleet(self) -> None:
+        """The fleet link ([fleet]) in its own task: a broker away, or fleet files that do not
+        load, never keep the terminal from selling."""
+        if self.config.fleet is None:
+            return
+        try:
+            self.fleet = FleetService(self)
+        except (OSError, ValueError) as exc:
+            log.error("fleet: not started: %s", exc)
+            return
+        self._tasks["fleet"] = asyncio.get_running_loop().create_task(self.fleet.run(), name="fleet")
+
+    def apply_config(self, config: AppConfig) -> None:
+        """A configuration the fleet pushed (`firmware.fleet_config.check` accepted it) in
+        force from the next sale: the offline limits, the merchant's code and tips, the
+        e-receipt and the printer are read from `self.config` where they are used."""
+        if config.merchant != self.config.merchant:
+            merchant = config.merchant
+            self.guard = (CodeGuard(parse_hash(merchant.code_hash), max_tries=merchant.max_tries,
+                                    lockout=merchant.lockout) if merchant.code_hash else None)
+        self.config = config
+        self.queue_changed()
+
+    def queue_changed(self) -> None:
+        """Read the queue's figures again at the next status."""
+        self._figures_at = -1e9
+        self._poke.set()
 
     def _ui_ended(self, task: asyncio.Task[Any]) -> None:
         """The UI's own task ended (its window closed, or it failed): the terminal stops."""
@@ -468,8 +501,11 @@ class Terminal:
         log.info("terminal: stopped")
 
     async def _stop_services(self, cause: str) -> None:
+        if self.fleet is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.fleet.stop(), STOP_TIMEOUT)
         await self._stop_ui()
-        for name in ("forwarder", "links", "status", "watchdog"):
+        for name in ("fleet", "forwarder", "links", "status", "watchdog"):
             task = self._tasks.pop(name, None)
             if task is None:
                 continue
@@ -859,15 +895,16 @@ class Terminal:
 
     # --- settlement ---------------------------------------------------------------------------
 
-    async def settle(self) -> SettlementReport | None:
+    async def settle(self, *, ask: bool = True) -> SettlementReport | None:
         """The end-of-day settlement: the totals per scheme since the last one, the 0500 and
         its 0510, the batch number moved on once the host took the batch, the fiscal day
-        closed, the report shown."""
+        closed, the report shown (unless not `ask`: a fleet job)."""
         if self.client is None or self.recorder is None or self.journal is None:
             return None
         folder = self.config.state.folder
         currency = self.config.kernel.terminal.currency
-        self._show(Processing("forwarding"))
+        if ask:
+            self._show(Processing("forwarding"))
         try:
             state = settlement.load_state(folder)
             totals, last = settlement.scheme_totals(self.recorder.payments.all(), self.journal,
@@ -894,8 +931,7 @@ class Terminal:
                 closed = True
             except (JournalError, fiscal.FiscalError) as exc:
                 log.warning("settlement: the fiscal day is not closed: %s", exc)
-        self._figures_at = -1e9
-        self._poke.set()
+        self.queue_changed()
         exponent = self.config.kernel.terminal.currency_exponent
         code_alpha = alpha(currency)
         report = SettlementReport(state.batch, tuple(
@@ -904,6 +940,8 @@ class Terminal:
             result, closed)
         self.settlements.append(report)
         printer = self.config.printer
+        if not ask:
+            return report
         if await self.ui.ask(AskSettlement(report, printable=printer is not None)) == "print" and printer:
             try:
                 await EscPosPrinter.from_config(printer).print_receipt(
@@ -975,8 +1013,7 @@ class Terminal:
                 return
             self._show(Processing("forwarding"))
             await self.forwarder.forward_once()
-            self._figures_at = -1e9
-            self._poke.set()
+            self.queue_changed()
 
     # --- pre-authorizations ---------------------------------------------------------------------
 
@@ -1059,8 +1096,7 @@ class Terminal:
         """Something was queued for the bank: forward it now, and read the queue's figures again."""
         if self.forwarder is not None:
             self.forwarder.wake()
-        self._figures_at = -1e9
-        self._poke.set()
+        self.queue_changed()
 
     def _money_in(self, amount: int, currency: int) -> Money:
         code = alpha(currency)
@@ -1170,8 +1206,7 @@ class Terminal:
         if done.payment is not None and done.payment["state"] == State.APPROVED_OFFLINE.value \
                 and self.forwarder is not None:
             self.forwarder.wake()
-        self._figures_at = -1e9  # the queue changed: read its figures again
-        self._poke.set()
+        self.queue_changed()
 
     async def _error(self, report: SaleReport, kind: str) -> SaleReport:
         report.error = kind
@@ -1199,6 +1234,8 @@ class Terminal:
                 self.ui.set_status(status)
             except Exception:
                 log.exception("the UI failed to take the status")
+            if self.fleet is not None:
+                self.fleet.observe(status)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self.status_interval)
             self._poke.clear()

@@ -5,8 +5,9 @@ set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
 # pcscd + vsmartcard-vpcd serve the simulated card to PC/SC programs;
-# swig + libpcsclite-dev build pyscard (PyPI ships it as source only).
-wanted=(pcscd vsmartcard-vpcd swig libpcsclite-dev)
+# swig + libpcsclite-dev build pyscard (PyPI ships it as source only);
+# mosquitto is the fleet's MQTT broker in the tests and the demo (started by them, never as a service).
+wanted=(pcscd vsmartcard-vpcd swig libpcsclite-dev mosquitto)
 
 command -v cc >/dev/null 2>&1 || wanted+=(gcc)
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then

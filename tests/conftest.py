@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from sim import pcscd
+from sim.fleet.broker import BrokerError, MosquittoBroker
+from sim.fleet.pki import FleetPki, make_fleet_pki
 from sim.vpcd import VirtualCardLink
 
 TPE = [sys.executable, "-m", "firmware.cli"]
@@ -106,3 +108,21 @@ def server(pcscd_daemon: pcscd.PrivatePcscd) -> Iterator[Callable[..., Server]]:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def fleet_pki(tmp_path_factory: pytest.TempPathFactory) -> FleetPki:
+    return make_fleet_pki(tmp_path_factory.mktemp("fleet-pki"))
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory, fleet_pki: FleetPki) -> Iterator[MosquittoBroker]:
+    """mosquitto of the test session (TLS, per-device ACL), stopped by its PID; a missing
+    mosquitto fails the test saying what to install, never skips it."""
+    server = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"), fleet_pki)
+    try:
+        server.start()
+    except BrokerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()

@@ -56,7 +56,7 @@ class TestPki:
     terminal_key: Path
 
 
-def _test_key(seed: str, role: str) -> ec.EllipticCurvePrivateKey:
+def seeded_key(seed: str, role: str) -> ec.EllipticCurvePrivateKey:
     digest = hashlib.sha256(f"{seed}/{role}".encode()).digest()
     scalar = int.from_bytes(digest, "big") % (_P256_ORDER - 1) + 1
     return ec.derive_private_key(scalar, ec.SECP256R1())
@@ -83,9 +83,9 @@ def _key_usage(*, signer: bool) -> x509.KeyUsage:
     )
 
 
-def _ca(seed: str, role: str, common_name: str, now: datetime.datetime
+def make_ca(seed: str, role: str, common_name: str, now: datetime.datetime
         ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _test_key(seed, role)
+    key = seeded_key(seed, role)
     name = _name(common_name, role)
     public = key.public_key()
     certificate = (
@@ -102,11 +102,11 @@ def _ca(seed: str, role: str, common_name: str, now: datetime.datetime
     return key, certificate
 
 
-def _leaf(seed: str, role: str, common_name: str, now: datetime.datetime,
+def make_leaf(seed: str, role: str, common_name: str, now: datetime.datetime,
           ca_key: ec.EllipticCurvePrivateKey, ca_certificate: x509.Certificate,
           usage: x509.ObjectIdentifier, alternative_names: list[x509.GeneralName]
           ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _test_key(seed, role)
+    key = seeded_key(seed, role)
     public = key.public_key()
     builder = (
         x509.CertificateBuilder()
@@ -128,16 +128,17 @@ def _leaf(seed: str, role: str, common_name: str, now: datetime.datetime,
     return key, builder.sign(ca_key, hashes.SHA256(), ecdsa_deterministic=True)
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def write_key(path: Path, key: ec.EllipticCurvePrivateKey, header: str = PEM_HEADER) -> None:
+    """The key in PKCS #8 PEM, owner-only, after `header`'s TEST warning."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    path.write_bytes(PEM_HEADER.format(what="KEY").encode() + pem)
+    path.write_bytes(header.format(what="KEY").encode() + pem)
     path.chmod(0o600)
 
 
-def _write_certificate(path: Path, certificate: x509.Certificate) -> None:
+def write_certificate(path: Path, certificate: x509.Certificate, header: str = PEM_HEADER) -> None:
     pem = certificate.public_bytes(serialization.Encoding.PEM)
-    path.write_bytes(PEM_HEADER.format(what="CERTIFICATE").encode() + pem)
+    path.write_bytes(header.format(what="CERTIFICATE").encode() + pem)
 
 
 def make_test_pki(folder: Path, *, terminal_id: str = DEFAULT_TERMINAL_ID,
@@ -162,21 +163,21 @@ def make_test_pki(folder: Path, *, terminal_id: str = DEFAULT_TERMINAL_ID,
         terminal_cert=folder / "test-terminal-cert.pem",
         terminal_key=folder / "test-terminal-key.pem",
     )
-    host_ca_key, host_ca = _ca(seed, "host-ca", "TEST Acquirer Host CA", now)
+    host_ca_key, host_ca = make_ca(seed, "host-ca", "TEST Acquirer Host CA", now)
     host_names: list[x509.GeneralName] = [x509.DNSName(name) for name in HOST_NAMES]
     host_names += [x509.IPAddress(ipaddress.ip_address(address)) for address in HOST_ADDRESSES]
-    host_key, host = _leaf(seed, "host", "localhost", now, host_ca_key, host_ca,
+    host_key, host = make_leaf(seed, "host", "localhost", now, host_ca_key, host_ca,
                            ExtendedKeyUsageOID.SERVER_AUTH, host_names)
-    terminal_ca_key, terminal_ca = _ca(seed, "terminal-ca", "TEST Terminal CA", now)
-    terminal_key, terminal = _leaf(seed, f"terminal/{terminal_id}", terminal_id, now,
+    terminal_ca_key, terminal_ca = make_ca(seed, "terminal-ca", "TEST Terminal CA", now)
+    terminal_key, terminal = make_leaf(seed, f"terminal/{terminal_id}", terminal_id, now,
                                    terminal_ca_key, terminal_ca, ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
-    _write_certificate(pki.host_ca_cert, host_ca)
-    _write_key(pki.host_ca_key, host_ca_key)
-    _write_certificate(pki.host_cert, host)
-    _write_key(pki.host_key, host_key)
-    _write_certificate(pki.terminal_ca_cert, terminal_ca)
-    _write_key(pki.terminal_ca_key, terminal_ca_key)
-    _write_certificate(pki.terminal_cert, terminal)
-    _write_key(pki.terminal_key, terminal_key)
+    write_certificate(pki.host_ca_cert, host_ca)
+    write_key(pki.host_ca_key, host_ca_key)
+    write_certificate(pki.host_cert, host)
+    write_key(pki.host_key, host_key)
+    write_certificate(pki.terminal_ca_cert, terminal_ca)
+    write_key(pki.terminal_ca_key, terminal_ca_key)
+    write_certificate(pki.terminal_cert, terminal)
+    write_key(pki.terminal_key, terminal_key)
     return pki
