@@ -508,6 +508,12 @@ def _sim_host_serve(args: argparse.Namespace) -> int:
     return serve(listen=args.listen, pki_dir=args.pki, ledger=args.ledger)
 
 
+def _sim_broker(args: argparse.Namespace) -> int:
+    from sim.fleet.serve import serve
+
+    return serve(args.folder, args.port)
+
+
 def _sim_host_ledger(args: argparse.Namespace) -> int:
     from sim.host.serve import print_ledger
 
@@ -654,6 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (journal_archive, journal_export, journal_close, journal_status):
         command.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
 
+    from provisioning import fleet_cli
+
+    fleet_cli.add_parser(sub)
+
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="sim_cmd", required=True)
     sim_card = sim.add_parser("card", help="the software EMV card").add_subparsers(
         dest="sim_card_cmd", required=True)
@@ -688,6 +698,16 @@ def build_parser() -> argparse.ArgumentParser:
     host_ledger.add_argument("--ledger", type=Path, required=True, metavar="FILE")
     host_ledger.add_argument("--json", action="store_true", help="print one JSON array")
     host_ledger.set_defaults(func=_sim_host_ledger)
+
+    sim_broker = sim.add_parser(
+        "broker", help="mosquitto for the fleet (TLS, per-device ACL, test PKI)",
+        description="Starts mosquitto on 127.0.0.1 with the fleet's TEST PKI made in FOLDER/pki; prints "
+                    "'ok broker listening on 127.0.0.1:PORT (pki DIR)' and runs until standard input "
+                    "closes, 'quit', or SIGTERM.")
+    sim_broker.add_argument("--folder", type=Path, required=True,
+                            help="where the PKI and the broker's files go")
+    sim_broker.add_argument("--port", type=int, default=0, help="default: a free port")
+    sim_broker.set_defaults(func=_sim_broker)
 
     sim_modem = sim.add_parser(
         "modem", help="a simulated cellular module (Quectel or SIMCom AT dialect) on a pty",

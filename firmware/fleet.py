@@ -23,7 +23,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware import durable, fiscal, fleet_config
 from firmware.fleet_client import FleetLink
-from firmware.fleet_protocol import FleetProtocolError, JobRequest, dumps, job_state, open_desired, parse_job
+from firmware.fleet_protocol import (
+    FleetProtocolError,
+    JobRequest,
+    document_digest,
+    dumps,
+    job_state,
+    open_desired,
+    parse_job,
+)
 from firmware.journal import JournalError
 from firmware.logs import FORMAT, mask_card_data
 from firmware.receipt import software_version
@@ -175,6 +183,7 @@ class FleetService:
         (atomically) and put in force, journalled as a `config_change`; reported either way."""
         terminal = self.terminal
         current = self.reported["version"]
+        digest = document_digest(payload)  # names the push this report answers
         try:
             desired = open_desired(payload, self.fleet_key)
             new = fleet_config.check(terminal.config, desired, serial=self.config.serial, current=current)
@@ -182,7 +191,7 @@ class FleetService:
         except (FleetProtocolError, fleet_config.RemoteConfigError, OSError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             log.warning("fleet: desired configuration refused: %s", reason)
-            self.reported = {"version": current, "state": "rejected", "reason": reason,
+            self.reported = {"version": current, "state": "rejected", "reason": reason, "digest": digest,
                              "at": _now().isoformat()}
             self.link.publish(self.topics.reported, dumps(self.reported), retain=True)
             return self.reported
@@ -196,7 +205,7 @@ class FleetService:
                              desired.version, exc)
         log.info("fleet: configuration %d applied (%s)", desired.version,
                  ", ".join(sorted(desired.sections)))
-        self.reported = {"version": desired.version, "state": "applied", "reason": None,
+        self.reported = {"version": desired.version, "state": "applied", "reason": None, "digest": digest,
                          "sections": sorted(desired.sections), "at": _now().isoformat()}
         self.link.publish(self.topics.reported, dumps(self.reported), retain=True)
         self.send_telemetry()

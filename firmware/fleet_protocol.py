@@ -12,6 +12,7 @@ carry, so no canonical form has to be agreed on.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -125,6 +126,11 @@ class DesiredConfig:
     version: int
     issued: datetime.datetime
     sections: dict[str, Any] = field(default_factory=dict)
+
+
+def document_digest(payload: bytes) -> str:
+    """What a configuration report names the push it answers by (SHA-256, 16 hex digits)."""
+    return hashlib.sha256(payload).hexdigest()[:16]
 
 
 def sign_desired(private: ec.EllipticCurvePrivateKey, desired: DesiredConfig) -> bytes:

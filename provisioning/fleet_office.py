@@ -20,7 +20,15 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from firmware.fleet_protocol import ROOT, DesiredConfig, Topics, check_serial, job_request, sign_desired
+from firmware.fleet_protocol import (
+    ROOT,
+    DesiredConfig,
+    Topics,
+    check_serial,
+    document_digest,
+    job_request,
+    sign_desired,
+)
 
 CONNECT_TIMEOUT = 10.0
 FINAL_STATES = ("succeeded", "failed", "rejected")
@@ -130,24 +138,25 @@ class BackOffice:
         return "Success" if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published() else f"rc {info.rc}"
 
     def push_config(self, serial: str, version: int, sections: dict[str, Any],
-                    signing_key: Path | ec.EllipticCurvePrivateKey) -> None:
-        """A desired configuration for `serial`, signed with the fleet key, published retained."""
+                    signing_key: Path | ec.EllipticCurvePrivateKey) -> str:
+        """A desired configuration for `serial`, signed with the fleet key, published retained;
+        the digest its report will name (`reported`)."""
         key = (signing_key if isinstance(signing_key, ec.EllipticCurvePrivateKey)
                else load_signing_key(signing_key))
         desired = DesiredConfig(check_serial(serial), version, datetime.datetime.now(datetime.UTC), sections)
-        self.publish(Topics(serial).desired, sign_desired(key, desired), retain=True)
+        envelope = sign_desired(key, desired)
+        self.publish(Topics(serial).desired, envelope, retain=True)
+        return document_digest(envelope)
 
-    def reported(self, serial: str, version: int, timeout: float = 10.0) -> dict[str, Any]:
-        """The device's report on `version`: applied, or rejected with the reason."""
+    def reported(self, serial: str, digest: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The device's report on the push of `digest`: applied, or rejected with the reason."""
         topic = Topics(check_serial(serial)).reported
 
         def answer() -> dict[str, Any] | None:
             report = self.latest(topic)
-            if report and (report.get("version") == version or report.get("state") == "rejected"):
-                return report
-            return None
+            return report if report and report.get("digest") == digest else None
 
-        return self.wait_for(answer, timeout, f"report of configuration {version} from {serial}")
+        return self.wait_for(answer, timeout, f"report of configuration {digest} from {serial}")
 
     def start_job(self, serial: str, kind: str, params: dict[str, Any] | None = None) -> str:
         """A job for `serial`, retained until done so that a device away receives it on its

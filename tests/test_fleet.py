@@ -102,8 +102,9 @@ def test_a_signed_configuration_is_applied_reported_journalled_and_kept(tmp_path
     async def driver(terminal: Terminal) -> None:
         with office(broker) as back:
             await until(lambda: back.latest(Topics(serial).status), "status online")
-            await asyncio.to_thread(back.push_config, serial, 1, {"offline": offline}, broker.pki.signing_key)
-            reports["applied"] = await asyncio.to_thread(back.reported, serial, 1)
+            digest = await asyncio.to_thread(back.push_config, serial, 1, {"offline": offline},
+                                             broker.pki.signing_key)
+            reports["applied"] = await asyncio.to_thread(back.reported, serial, digest)
             reports["max_amount"] = terminal.config.offline.max_amount
 
     run_terminal(tmp_path, fleet_section(broker.pki, serial, broker.port), driver)
@@ -139,8 +140,8 @@ def test_a_bad_configuration_is_refused_reported_and_changes_nothing(tmp_path: P
         with office(broker) as back:
             await until(lambda: back.latest(Topics(serial).status), "status online")
             if case == "stale":
-                await asyncio.to_thread(back.push_config, serial, 2, good, broker.pki.signing_key)
-                await asyncio.to_thread(back.reported, serial, 2)
+                digest = await asyncio.to_thread(back.push_config, serial, 2, good, broker.pki.signing_key)
+                await asyncio.to_thread(back.reported, serial, digest)
             key: Any = broker.pki.signing_key
             sections: dict[str, Any] = good
             version, target = 5, serial
