@@ -106,6 +106,7 @@ class FleetService:
         for task in list(self.jobs.values()):
             task.cancel()
         await asyncio.gather(*self.jobs.values(), return_exceptions=True)
+        self.send_telemetry()  # the last figures stay retained for the back office
         await self.link.stop(dumps({"state": "offline", "at": _now().isoformat(), "cause": "stopped"}))
 
     def _connected(self) -> None:
@@ -153,6 +154,11 @@ class FleetService:
     def send_telemetry(self, status: Status | None = None) -> bool:
         self._last_sent = asyncio.get_running_loop().time()
         return self.link.publish(self.topics.telemetry, dumps(self.telemetry(status)), retain=True)
+
+    def payment_done(self) -> None:
+        """A payment ended: the back office sees it at once (at most every `CHANGE_SPACING` s)."""
+        if asyncio.get_running_loop().time() - self._last_sent >= CHANGE_SPACING:
+            self.send_telemetry()
 
     def observe(self, status: Status) -> None:
         """The status bar's figures of now: telemetry goes out when something that matters

@@ -1097,6 +1097,8 @@ class Terminal:
         if self.forwarder is not None:
             self.forwarder.wake()
         self.queue_changed()
+        if self.fleet is not None:
+            self.fleet.payment_done()
 
     def _money_in(self, amount: int, currency: int) -> Money:
         code = alpha(currency)
@@ -1207,6 +1209,8 @@ class Terminal:
                 and self.forwarder is not None:
             self.forwarder.wake()
         self.queue_changed()
+        if self.fleet is not None:
+            self.fleet.payment_done()
 
     async def _error(self, report: SaleReport, kind: str) -> SaleReport:
         report.error = kind

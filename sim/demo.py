@@ -6,7 +6,9 @@ simulator (`tpe sim host`, TLS on loopback with a test PKI) and the cellular mod
 itself, `tpe run`: in a window when a display exists (key an amount, present the card, type
 PIN 1234, close the window to stop); otherwise headless, where it plays a scripted sale
 (amount, card, PIN, approval, receipt), writes a screenshot of every screen to `out/demo/` and
-the receipt to the console. The host's ledger is printed at the end.
+the receipt to the console. The terminal reports to the fleet's broker (`tpe sim broker`,
+mosquitto with TLS and per-device ACL); the host's ledger and the back office's view of the
+terminal (`tpe fleet list` and `show`) are printed at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sim import pcscd
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "out" / "demo"
+SERIAL = "TPE-DEMO-01"  # the demo terminal's serial on the fleet broker
 PROFILE = "visa_cda_online"  # a Visa card with CDA and online PIN 1234 (sim/card/profiles)
 SCRIPT = """\
 # the scripted sale of `make demo` without a display (firmware/ui_script.py)
@@ -71,7 +74,12 @@ def main() -> int:
         card, _ = _start(tpe, ["sim", "card", "serve", "--profile", PROFILE, "--port", str(daemon.vpcd_port)],
                          "ok serving ")
         started.append(card)
-        config = _terminal_config(work, int(banner.rsplit(":", 1)[1]), modem_banner.rsplit(" on ", 1)[1])
+        broker, broker_banner = _start(tpe, ["sim", "broker", "--folder", str(work / "fleet")],
+                                       "ok broker listening on ")
+        started.append(broker)
+        broker_port = int(broker_banner.split("127.0.0.1:")[1].split()[0])
+        config = _terminal_config(work, int(banner.rsplit(":", 1)[1]), modem_banner.rsplit(" on ", 1)[1],
+                                  broker_port)
         if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
             print("\nThe terminal opens in a window: key an amount, OK, then PIN 1234 on the card's "
                   "screens. Close the window to stop.\n")
@@ -95,6 +103,7 @@ def main() -> int:
         booked = subprocess.run([*tpe, "sim", "host", "ledger", "--ledger", str(ledger)], cwd=ROOT,
                                 text=True, capture_output=True, timeout=60)
         print(booked.stdout + booked.stderr)
+        _back_office(tpe, work, broker_port)
         print("Any PC/SC program can use this reader while pcscd runs: PCSCLITE_CSOCK_NAME=<socket> "
               "pcsc_scan (see README, 'Simulators').")
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -108,11 +117,30 @@ def main() -> int:
     return 0
 
 
-def _terminal_config(work: Path, port: int, modem_port: str) -> Path:
-    """The packaged terminal configuration plus the simulators: [host], and the module on its pty
-    as the only link, so that the sale travels over AT sockets."""
+def _back_office(tpe: list[str], work: Path, broker_port: int) -> None:
+    """What the back office sees of the demo terminal once it stopped: its last status and
+    telemetry, retained on the broker."""
+    from sim.fleet.pki import BACK_OFFICE, make_fleet_pki
+
+    pki = make_fleet_pki(work / "fleet" / "pki")
+    cert, key = pki.client(BACK_OFFICE)
+    office = ["fleet", "--broker", f"127.0.0.1:{broker_port}", "--ca", str(pki.ca_cert),
+              "--cert", str(cert), "--key", str(key), "--timeout", "10"]
+    for command in (["list"], ["show", SERIAL]):
+        print(f"$ tpe fleet ... {' '.join(command)}")
+        shown = subprocess.run([*tpe, *office, *command], cwd=ROOT, text=True, capture_output=True,
+                               timeout=60)
+        print(shown.stdout + shown.stderr)
+
+
+def _terminal_config(work: Path, port: int, modem_port: str, broker_port: int) -> Path:
+    """The packaged terminal configuration plus the simulators: [host], the module on its pty as
+    the only link, so that the sale travels over AT sockets, and the fleet's broker."""
+    from sim.fleet.pki import make_fleet_pki
     from sim.host.server import load_or_make_pki
 
+    fleet = make_fleet_pki(work / "fleet" / "pki")
+    cert, key = fleet.client(SERIAL)
     pki = load_or_make_pki(work / "pki")
     text = (ROOT / "firmware" / "defaults" / "terminal.toml").read_text()
     text += (f'\n[host]\naddress = "127.0.0.1"\nport = {port}\nserver_name = "localhost"\n'
@@ -121,7 +149,10 @@ def _terminal_config(work: Path, port: int, modem_port: str) -> Path:
              f'\n[modem]\nport = "{modem_port}"\ndialect = "quectel"\napn = "internet.test"\n'
              f'\n[links]\norder = ["cellular"]\n'
              # a reserved example domain: the QR code shows where an e-receipt service would answer
-             f'\n[receipt]\nurl = "https://receipts.example/{{terminal}}/{{ticket}}?s={{extract}}"\n')
+             f'\n[receipt]\nurl = "https://receipts.example/{{terminal}}/{{ticket}}?s={{extract}}"\n'
+             f'\n[fleet]\nserial = "{SERIAL}"\naddress = "127.0.0.1"\nport = {broker_port}\n'
+             f'ca_file = "{fleet.ca_cert}"\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+             f'signing_key = "{fleet.signing_public}"\n')
     path = work / "terminal.toml"
     path.write_text(text)
     return path

@@ -25,5 +25,8 @@ def test_the_demo_plays_a_sale_and_writes_every_screen() -> None:
     assert "TOTAL                  42,50 EUR" in out and "Signature" in out  # the receipt
     assert "0200 STAN 000001" in out and " 00 " in out  # booked by the host
     assert "4761739001010010" not in out  # the PAN never printed in clear
+    # the back office's view, through the demo's broker: the terminal stopped, its last figures kept
+    assert "TPE-DEMO-01              offline" in out and '"cause": "stopped"' in out
+    assert '"ticket": {"seq": 1' in out and 'last_payment     "' in out
     shots = sorted(p.name for p in (ROOT / "out" / "demo").glob("*.png"))
     assert {"idle", "askpin", "outcome", "askreceipt"} <= {name.split("-", 1)[1][:-4] for name in shots}
