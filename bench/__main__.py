@@ -441,11 +441,18 @@ def main() -> int:
     bench_fiscal_journal(results)
     bench_pcscd(results)
     bench_terminal(results)
+    bench_fleet(results)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(results.items()):
         print(f"{key:48} {value}")
     print(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
+
+
+def bench_fleet(results: dict[str, float]) -> None:
+    from bench.fleet import bench_fleet as measure
+
+    measure(results)
 
 
 def bench_terminal(results: dict[str, float]) -> None:
