@@ -29,6 +29,7 @@ from firmware.fleet_client import FleetLink
 from provisioning.fleet_office import BackOffice
 from sim.fleet.broker import MosquittoBroker
 from sim.fleet.pki import BACK_OFFICE, make_fleet_pki
+from sim.fleet.swarm import Swarm
 
 TERMINALS = 1000
 PERIOD = 10.0  # seconds between two telemetry messages of one terminal
@@ -81,20 +82,18 @@ async def _run(terminals: int, steady: float, folder: Path) -> dict[str, float]:
     latencies = _Latencies()
     office = BackOffice("127.0.0.1", broker.port, ca_file=pki.ca_cert, cert_file=office_cert,
                         key_file=office_key)
-    links: list[FleetLink] = []
-    tasks: list[asyncio.Task[None]] = []
+    swarm = Swarm([FleetConfig(f"BENCH-{n:04d}", "127.0.0.1", broker.port, pki.ca_cert, cert, key,
+                               pki.signing_public, telemetry_interval=PERIOD, reconnect_max=30)
+                   for n, (cert, key) in enumerate(configs)])
+    links = swarm.links
     try:
         office.__enter__()
         office.client.message_callback_add("tpe/+/telemetry", latencies.message)
-        for n, (cert, key) in enumerate(configs):
-            config = FleetConfig(f"BENCH-{n:04d}", "127.0.0.1", broker.port, pki.ca_cert, cert, key,
-                                 pki.signing_public, telemetry_interval=PERIOD, reconnect_max=30)
-            links.append(FleetLink(config, on_connected=lambda: None, on_message=lambda t, p: None))
         started = time.perf_counter()
-        tasks = [asyncio.ensure_future(link.run()) for link in links]
-        while sum(link.connected for link in links) < terminals:
+        swarm.start()
+        while swarm.connected < terminals:
             if time.perf_counter() - started > 120:
-                raise RuntimeError(f"only {sum(link.connected for link in links)} terminals connected")
+                raise RuntimeError(f"only {swarm.connected} terminals connected")
             await asyncio.sleep(0.05)
         results["fleet_connect_all_s"] = round(time.perf_counter() - started, 2)
         payload = {"version": "tpe 0.1.0", "route": "4G", "signal_bars": 3, "battery_percent": 80,
@@ -160,11 +159,7 @@ async def _run(terminals: int, steady: float, folder: Path) -> dict[str, float]:
         results["fleet_reconnect_attempts_failed"] = sum(len(link.delays) - before - 1
                                                          for link, before in zip(links, waits, strict=True))
     finally:
-        for link in links:
-            await link.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await swarm.stop()
         office.close()
         broker.stop()
     return results

@@ -4,10 +4,13 @@ with the folder that names them."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -57,3 +60,16 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(out.fileno())
     os.replace(temporary, path)
     fsync_path(path.parent)
+
+
+def read_json(path: Path, what: str, log: logging.Logger) -> Any:
+    """The JSON value of `path`, or None when there is none; a file that cannot be read or is
+    not JSON is logged (with `what` falls back) and taken as none: a state file of the merchant's
+    or the fleet's never stops the terminal."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.error("%s cannot be read (%s): %s", path, exc, what)
+        return None

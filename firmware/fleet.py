@@ -221,13 +221,7 @@ class FleetService:
 
     def _load_handled(self) -> list[str]:
         path = Path(self.terminal.config.state.folder) / JOBS_FILE
-        try:
-            raw = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            log.error("fleet: %s cannot be read (%s): jobs may run again", path, exc)
-            return []
+        raw = durable.read_json(path, "jobs may run again", log)
         return [item for item in raw if isinstance(item, str)][-JOBS_KEPT:] if isinstance(raw, list) else []
 
     def _remember(self, job_id: str) -> None:

@@ -43,13 +43,7 @@ NONE = Overlay(0, {})
 def load_overlay(folder: Path) -> Overlay:
     """The overlay in force, or `NONE` (a file that does not read is logged and ignored)."""
     path = Path(folder) / FILE_NAME
-    try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return NONE
-    except (OSError, ValueError) as exc:
-        log.error("remote configuration: %s cannot be read (%s): the file's configuration applies", path, exc)
-        return NONE
+    raw = durable.read_json(path, "the file's configuration applies", log)
     version, sections = (raw.get("version"), raw.get("sections")) if isinstance(raw, dict) else (None, None)
     if type(version) is not int or version < 1 or not isinstance(sections, dict) \
             or not set(sections) <= set(REMOTE_SECTIONS):

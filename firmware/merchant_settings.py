@@ -25,12 +25,8 @@ class SettingsError(Exception):
 def load(folder: Path, default: Settings) -> Settings:
     """The settings saved in `folder`, or `default` when there are none or they do not read."""
     path = Path(folder) / FILE_NAME
-    try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return default
-    except (OSError, ValueError) as exc:
-        log.error("settings: %s cannot be read (%s): the configuration's apply", path, exc)
+    raw = durable.read_json(path, "the configuration's settings apply", log)
+    if raw is None:
         return default
     language = raw.get("language") if isinstance(raw, dict) else None
     shuffle = raw.get("shuffle") if isinstance(raw, dict) else None

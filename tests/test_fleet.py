@@ -29,6 +29,7 @@ from firmware.runtime import Terminal
 from provisioning.fleet_office import load_signing_key
 from sim.fleet.broker import MosquittoBroker, free_port
 from sim.fleet.pki import make_fleet_pki
+from sim.fleet.swarm import Swarm
 from sim.host.server import load_or_make_pki
 from sim.host.test_pki import seeded_key
 
@@ -210,9 +211,10 @@ def test_after_a_broker_restart_devices_come_back_spread_out(tmp_path: Path) -> 
     back_at: dict[str, float] = {}
 
     async def scenario() -> None:
-        links = [FleetLink(fleet_config(pki, f"TPE-STORM-{n:02d}", own.port, reconnect_max=8),
-                           on_connected=lambda: None, on_message=lambda t, p: None) for n in range(count)]
-        tasks = [asyncio.ensure_future(link.run()) for link in links]
+        swarm = Swarm([fleet_config(pki, f"TPE-STORM-{n:02d}", own.port, reconnect_max=8)
+                       for n in range(count)])
+        links = swarm.links
+        swarm.start()
         try:
             await until(lambda: all(link.connected for link in links), "every device connected")
             own.stop()
@@ -226,11 +228,7 @@ def test_after_a_broker_restart_devices_come_back_spread_out(tmp_path: Path) -> 
                 assert asyncio.get_running_loop().time() - down < 30, f"only {len(back_at)} came back"
                 await asyncio.sleep(0.01)
         finally:
-            for link in links:
-                await link.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await swarm.stop()
             own.stop()
 
     asyncio.run(scenario())
