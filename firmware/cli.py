@@ -660,9 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (journal_archive, journal_export, journal_close, journal_status):
         command.add_argument("--config", type=Path, help="terminal configuration (TOML); default: packaged")
 
+    from provisioning import cli as provision_cli
     from provisioning import fleet_cli
 
     fleet_cli.add_parser(sub)
+    provision_cli.add_parser(sub)
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="sim_cmd", required=True)
     sim_card = sim.add_parser("card", help="the software EMV card").add_subparsers(

@@ -64,6 +64,10 @@ is half loaded. Sections and keys:
                      (seconds, default 60), session_expiry (seconds the broker keeps the
                      session and its queued jobs, default 604800), reconnect_max (the longest
                      wait between reconnections, seconds, default 300). Without it, no fleet.
+    [update]         root: the device root whose A/B slots the firmware runs from
+                     (provisioning/slots.py); health_deadline (seconds, default 120): a new slot on
+                     trial must find its reader, its link and a verified journal by then, else it
+                     stops and the next start rolls back. Without it, no slot is committed.
     [receipt]        url: the e-receipt service's address for a ticket, shown as a QR code with
                      the receipt (firmware/e_receipt.py): https, with {terminal}, {ticket} and
                      {extract} (the signature extract) in braces. Without it, no QR code.
@@ -207,6 +211,12 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    root: Path  # the device root of provisioning/slots.py
+    health_deadline: float = 120.0
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     """The MQTT broker of the fleet and the device's identity on it (firmware/fleet_client.py)."""
 
@@ -299,6 +309,7 @@ class AppConfig:
     merchant: MerchantConfig = field(default_factory=MerchantConfig)
     receipt: ReceiptConfig | None = None
     fleet: FleetConfig | None = None
+    update: UpdateConfig | None = None
 
 
 def load_config(path: Path | None = None) -> AppConfig:
@@ -542,7 +553,8 @@ def _kernel_value(build: Callable[[], T], path: str, renames: Mapping[str, str] 
 
 
 _SECTIONS = ("terminal", "aid", "ca_keys", "revoked", "exception", "fraud", "reader", "pin_pad", "dukpt",
-             "host", "state", "modem", "links", "offline", "printer", "merchant", "receipt", "fleet")
+             "host", "state", "modem", "links", "offline", "printer", "merchant", "receipt", "fleet",
+             "update")
 _TERMINAL_KEYS = (
     "type", "capabilities", "additional_capabilities", "country", "currency", "currency_exponent",
     "terminal_id", "merchant_id", "merchant_category", "merchant_name_location", "ifd_serial",
@@ -597,7 +609,8 @@ def _app_config(document: dict[str, Any], base: Path, source: Path) -> AppConfig
                      links=links, offline=offline, printer=printer,
                      merchant=_merchant(document.get("merchant", {})),
                      receipt=_receipt(document["receipt"]) if "receipt" in document else None,
-                     fleet=_fleet(document["fleet"], base) if "fleet" in document else None)
+                     fleet=_fleet(document["fleet"], base) if "fleet" in document else None,
+                     update=_update(document["update"], base) if "update" in document else None)
 
 
 def _terminal(raw: Any) -> TerminalConfig:
@@ -983,6 +996,14 @@ def _fleet(raw: Any, base: Path) -> FleetConfig:
                        keepalive=t.get("keepalive", _integer(5, 3600), 60),
                        session_expiry=t.get("session_expiry", _integer(0, 2**32 - 1), 604800),
                        reconnect_max=t.get("reconnect_max", _number_between(1, 3600), 300.0), **files)
+
+
+def _update(raw: Any, base: Path) -> UpdateConfig:
+    t = _Table(raw, "update", ("root", "health_deadline"))
+    root = _resolve(t.get("root", _path_text), base, "update.root")
+    if not root.is_dir():
+        raise _Invalid("update.root", f"{root} is not a folder")
+    return UpdateConfig(root, t.get("health_deadline", _number_between(5, 3600), 120.0))
 
 
 def _number_between(low: float, high: float) -> Convert[float]:

@@ -28,6 +28,12 @@ POINTS = (
     "item.committed",            # a queue item marked sent, not yet on the wire
     "item.sent",                 # a queue item (advice, reversal) on the wire, no answer yet
     "item.answered",             # the host's answer to it committed
+    # a firmware flash (provisioning/slots.py)
+    "flash.verified",            # the bundle verified, nothing written
+    "flash.writing",             # one more file of the new slot written
+    "flash.written",             # every file written and synced, not yet read back
+    "flash.checked",             # read back and hashed again, the state not yet switched
+    "flash.switched",            # the state names the new slot for its trial start
 )
 
 _reached: dict[str, int] = {}

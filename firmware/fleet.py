@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -35,6 +36,8 @@ from firmware.fleet_protocol import (
 from firmware.journal import JournalError
 from firmware.logs import FORMAT, mask_card_data
 from firmware.receipt import software_version
+from provisioning import slots
+from provisioning.bundle import BundleError
 from ui.contract import Status
 
 if TYPE_CHECKING:
@@ -301,8 +304,43 @@ class FleetService:
         return {"lines": len(lines)}
 
     async def _job_firmware_update(self, job: JobRequest) -> dict[str, Any]:
-        raise _JobFailed("no firmware installer on this device yet: flash it at the bench "
-                         "(tpe provision flash)")
+        """The bundle the job names (a path on the device, or file://), checked against the
+        job's SHA-256 when given, installed by the bench's installer into the inactive slot
+        (provisioning/slots.py, the fleet key's signature checked there), then an orderly
+        restart: the launcher starts the new slot on trial."""
+        update = self.terminal.config.update
+        if update is None:
+            raise _JobFailed("this terminal runs from no A/B slots ([update] root)")
+        source = str(job.params.get("bundle") or job.params.get("url") or "")
+        if source.startswith("file://"):
+            source = source[len("file://"):]
+        if not source or "://" in source:
+            raise _JobFailed("the job names no bundle on the device (a path or a file:// address)")
+        wanted = job.params.get("sha256")
+        if wanted is not None and await asyncio.to_thread(_sha256, Path(source)) != wanted:
+            raise _JobFailed("the bundle is not the one the job names (SHA-256)")
+
+        loop = asyncio.get_running_loop()
+
+        def progress(step: str, percent: int) -> None:  # in the installer's thread
+            loop.call_soon_threadsafe(lambda: self._state(job, "running", progress=percent, detail=step))
+
+        try:
+            state = await asyncio.to_thread(slots.flash, Path(source), update.root, self.fleet_key, progress)
+        except (BundleError, slots.SlotsError, OSError) as exc:
+            raise _JobFailed(f"not installed: {exc}") from exc
+        trial = state.get("trial") or {}
+        version = state["slots"].get(trial.get("slot"), {}).get("version")
+        loop.call_later(1.0, self.terminal.request_stop, "firmware update installed: restart on the new slot")
+        return {"slot": trial.get("slot"), "version": version, "restart": True}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 16):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class _JobFailed(Exception):

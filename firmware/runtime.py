@@ -41,7 +41,7 @@ from emv.outcome import Outcome as CardOutcome
 from emv.outcome import OutcomeKind
 from emv.requests import HostStatus, OnlineRequest, OnlineResponse
 from firmware import driver, e_receipt, fiscal, fleet_config, merchant_settings, sale, settlement
-from firmware.config import LINK_CELLULAR, AppConfig
+from firmware.config import LINK_CELLULAR, AppConfig, UpdateConfig
 from firmware.fleet import FleetService
 from firmware.forwarder import RETRY, Forwarder
 from firmware.host_client import AuthorizationReport, HostClient, HostClientError, HostUnavailable
@@ -63,6 +63,7 @@ from firmware.sd_notify import Notifier
 from firmware.terminal_keys import TerminalKeys, TerminalKeysError
 from firmware.ui_prompt import LanguageWatch, UiPrompt
 from firmware.ui_script import ScriptedUi
+from provisioning import slots
 from ui.contract import (
     OPEN_MENU,
     SEND_NOW,
@@ -245,9 +246,7 @@ class CardReader:
         slices of `CARD_SLICE` s in pcscd (SCardGetStatusChange sleeps there), so that a
         cancelled wait frees the reader's thread soon; a card connected just as the wait was
         cancelled is let go."""
-        if self.name is None:
-            self.name = await self._reader.run(lambda r: r.pick(self._wanted))
-        name = self.name
+        name = await self.find()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -270,6 +269,12 @@ class CardReader:
             task = asyncio.ensure_future(self.disconnect(attempt.result()))
             self._letting_go.add(task)
             task.add_done_callback(self._letting_go.discard)
+
+    async def find(self) -> str:
+        """The reader's name, once PC/SC lists it (`ReaderError` otherwise)."""
+        if self.name is None:
+            self.name = await self._reader.run(lambda r: r.pick(self._wanted))
+        return self.name
 
     async def run(self, call: Callable[[], Any]) -> Any:
         return await self._reader.run(lambda _r: call())
@@ -396,6 +401,8 @@ class Terminal:
             task = self._tasks["ui"] = loop.create_task(run_ui(), name="ui")
             task.add_done_callback(self._ui_ended)
         self._start_fleet()
+        if self.config.update is not None:
+            self._tasks["health"] = loop.create_task(self._health(self.config.update), name="health")
         self._tasks["status"] = loop.create_task(self._publish_status(), name="status")
         self._tasks["watchdog"] = loop.create_task(self.notifier.keep_alive(), name="watchdog")
 
@@ -435,6 +442,51 @@ class Terminal:
             log.error("fleet: not started: %s", exc)
             return
         self._tasks["fleet"] = asyncio.get_running_loop().create_task(self.fleet.run(), name="fleet")
+
+    async def _health(self, update: UpdateConfig) -> None:
+        """A slot on trial after an update (provisioning/slots.py) is committed once the
+        firmware runs with its reader found, its link to the host up and its journal verified;
+        by the deadline otherwise, the terminal stops and the next start rolls back."""
+        try:
+            trial = slots.status(update.root).get("trial")
+        except (slots.SlotsError, OSError) as exc:
+            log.error("update: the slots of %s cannot be read: %s", update.root, exc)
+            return
+        if not trial:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + update.health_deadline
+        problems: list[str] = ["not checked yet"]
+        while loop.time() < deadline:
+            problems = await self._health_problems()
+            if not problems:
+                committed = slots.healthy(update.root)
+                log.info("update: slot %s is healthy: committed", committed)
+                self._audit("software_update", slot=committed, result="committed")
+                return
+            await asyncio.sleep(min(2.0, max(0.1, deadline - loop.time())))
+        log.critical("update: slot %s not healthy after %g s (%s): stopping, the next start rolls back",
+                     trial.get("slot"), update.health_deadline, "; ".join(problems))
+        self._audit("software_update", slot=trial.get("slot"), result="unhealthy", problems=problems)
+        self.request_stop("not healthy after the update")
+
+    async def _health_problems(self) -> list[str]:
+        problems = []
+        reader = self._open_reader()
+        if reader is None:
+            problems.append("no card reader")
+        else:
+            try:
+                await reader.find()
+            except ReaderError as exc:
+                problems.append(f"no card reader: {exc}")
+        if self.links is not None:
+            await self.links.check()
+            if self.links.current is None:
+                problems.append("no link to the host")
+        if self.journal is None or ALERT_JOURNAL_INTEGRITY in self.alerts:
+            problems.append("the journal did not verify")
+        return problems
 
     def apply_config(self, config: AppConfig) -> None:
         """A configuration the fleet pushed (`firmware.fleet_config.check` accepted it) in
@@ -505,7 +557,7 @@ class Terminal:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.fleet.stop(), STOP_TIMEOUT)
         await self._stop_ui()
-        for name in ("fleet", "forwarder", "links", "status", "watchdog"):
+        for name in ("health", "fleet", "forwarder", "links", "status", "watchdog"):
             task = self._tasks.pop(name, None)
             if task is None:
                 continue

@@ -57,7 +57,7 @@ def test_the_back_office_on_the_command_line(tmp_path: Path) -> None:
         assert job.returncode == 0, job
         assert " accepted" in job.stdout and " succeeded 100%" in job.stdout and '"lines"' in job.stdout
         refused = tpe_fleet("job", "start", "TPE-CLI", "firmware_update", "--follow")
-        assert refused.returncode == 8 and " failed: no firmware installer" in refused.stdout
+        assert refused.returncode == 8 and " failed: this terminal runs from no A/B slots" in refused.stdout
     finally:
         if terminal is not None:
             terminal.terminate()
