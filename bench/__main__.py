@@ -442,11 +442,18 @@ def main() -> int:
     bench_pcscd(results)
     bench_terminal(results)
     bench_fleet(results)
+    bench_provisioning(results)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(results.items()):
         print(f"{key:48} {value}")
     print(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
+
+
+def bench_provisioning(results: dict[str, float]) -> None:
+    from bench.provisioning import bench_provisioning as measure
+
+    measure(results)
 
 
 def bench_fleet(results: dict[str, float]) -> None:
