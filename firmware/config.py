@@ -353,7 +353,10 @@ def parse_document(document: dict[str, Any], file: str, base: Path) -> AppConfig
 def load_initial_key(path: Path) -> InitialKey:
     """The AES DUKPT initial key of a key file: TOML with `initial_key` (32, 48 or 64 hex
     digits: AES-128, -192, -256) and `initial_key_id` (16 hex digits: BDK ID || derivation ID,
-    ANSI X9.24-3-2017, 6.3.3).
+    ANSI X9.24-3-2017, 6.3.3); or, as transported, `key_block`: a TR-31 key block (ANSI X9.143,
+    version D) of usage B1 (initial DUKPT key) with its initial key ID in the optional block IK,
+    under the key block protection key of `kbpk_file` (TOML `kbpk`, 32 or 64 hex digits,
+    relative to this file).
 
     Errors name the file and the key, never any part of the key's value.
     """
@@ -363,6 +366,8 @@ def load_initial_key(path: Path) -> InitialKey:
     except _Invalid as exc:
         raise ConfigError(file, "(file)", exc.reason) from None
     document = _parse_toml(text, file)
+    if "key_block" in document:
+        return _initial_key_block(document, Path(path), file)
     try:
         table = _Table(document, "", ("initial_key", "initial_key_id"))
         key_id = table.get("initial_key_id", _hex(INITIAL_KEY_ID_LENGTH))
@@ -370,6 +375,31 @@ def load_initial_key(path: Path) -> InitialKey:
     except _Invalid as exc:
         raise ConfigError(file, exc.key, exc.reason) from None
     return InitialKey(key, key_id)
+
+
+def _initial_key_block(document: dict[str, Any], path: Path, file: str) -> InitialKey:
+    from psec import tr31  # the key block's format, maintained there (ANSI X9.143 / TR-31)
+
+    try:
+        table = _Table(document, "", ("key_block", "kbpk_file"))
+        block = table.get("key_block", _text(max_length=4096))
+        kbpk_path = _resolve(table.get("kbpk_file", _path_text), path.parent, "kbpk_file")
+        kbpk_document = _parse_toml(_read_text(kbpk_path, MAX_KEY_FILE_BYTES, "kbpk_file"), str(kbpk_path))
+        kbpk = _Table(kbpk_document, "kbpk_file", ("kbpk",)).get("kbpk", _hex(16, 32))
+    except _Invalid as exc:
+        raise ConfigError(file, exc.key, exc.reason) from None
+    try:
+        header, key = tr31.unwrap(kbpk, block)
+    except (tr31.KeyBlockError, tr31.HeaderError, ValueError):
+        raise ConfigError(file, "key_block", "does not open under the key of kbpk_file (wrong key, or "
+                                             "damaged)") from None
+    key_id = header.blocks.get("IK", "") if header.blocks else ""
+    if header.key_usage != "B1" or header.algorithm != "A" or not re.fullmatch(r"[0-9A-Fa-f]{16}", key_id):
+        raise ConfigError(file, "key_block", "is not an AES initial DUKPT key (usage B1, algorithm A, "
+                                             "initial key ID in block IK)")
+    if len(key) not in _INITIAL_KEY_TYPES:
+        raise ConfigError(file, "key_block", "holds no AES-128, -192 or -256 key")
+    return InitialKey(key, bytes.fromhex(key_id))
 
 
 class _Invalid(Exception):

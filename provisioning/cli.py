@@ -47,6 +47,8 @@ def add_parser(sub: Any) -> None:
     device.add_argument("--acquirer-key", type=Path)
     device.add_argument("--hardware", default="tpe-rpi", help="the hardware id bundles must name")
     device.add_argument("--force", action="store_true", help="provision again (journalled)")
+    device.add_argument("--kbpk", type=Path, help="the device's key block protection key: the initial key "
+                                                  "goes as a TR-31 key block")
     device.set_defaults(func=_device)
     bundle = commands.add_parser("bundle", help="firmware bundles").add_subparsers(dest="bundle_cmd",
                                                                                   required=True)
@@ -101,7 +103,7 @@ def _device(args: argparse.Namespace) -> int:
     try:
         done = provision(args.root, Workshop(args.workshop), serial=args.serial, terminal_id=args.tid,
                          merchant_id=args.mid, broker=args.broker, bdk_file=args.bdk, acquirer=args.acquirer,
-                         acquirer_tls=tls if args.acquirer else None, force=args.force)
+                         acquirer_tls=tls if args.acquirer else None, force=args.force, kbpk_file=args.kbpk)
         hardware = DeviceRoot(args.root).etc / "hardware"
         hardware.write_text(args.hardware + "\n")
     except ProvisionError as exc:

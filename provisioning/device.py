@@ -31,6 +31,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import cmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import algorithms
+from psec import tr31
 
 from firmware import durable, fiscal
 from firmware.config import ConfigError, load_config
@@ -110,11 +111,25 @@ def load_bdk(path: Path) -> tuple[bytes, bytes]:
     return bdk, bdk_id
 
 
+def load_kbpk(path: Path) -> bytes:
+    """A key block protection key file: TOML `kbpk` (32 or 64 hex digits, AES-128 or -256)."""
+    try:
+        kbpk = bytes.fromhex(tomllib.loads(Path(path).read_text())["kbpk"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ProvisionError(f"{path}: no KBPK (kbpk = 32 or 64 hex digits): {type(exc).__name__}") from None
+    if len(kbpk) not in (16, 32):
+        raise ProvisionError(f"{path}: the KBPK is AES-128 or AES-256 (32 or 64 hex digits)")
+    return kbpk
+
+
 def provision(root: Path, workshop: Workshop, *, serial: str, terminal_id: str, merchant_id: str,
               broker: str, bdk_file: Path, acquirer: str | None = None, acquirer_id: str = "12345",
-              acquirer_tls: tuple[Path, Path, Path] | None = None, force: bool = False) -> Provisioned:
+              acquirer_tls: tuple[Path, Path, Path] | None = None, force: bool = False,
+              kbpk_file: Path | None = None) -> Provisioned:
     """Provision the device at `root`. `ProvisionError` for a serial or id of the wrong form, a
-    missing CA or BDK, or a device already provisioned (unless `force`, which is journalled)."""
+    missing CA or BDK, or a device already provisioned (unless `force`, which is journalled).
+    With `kbpk_file` (the device's key block protection key, loaded at manufacture), the initial
+    key travels and stays as a TR-31 key block (`firmware.config.load_initial_key`)."""
     if not SERIAL.fullmatch(serial):
         raise ProvisionError(f"serial {serial!r}: 1 to 32 letters, digits, '-' or '_'")
     if not TERMINAL_ID.fullmatch(terminal_id):
@@ -132,6 +147,7 @@ def provision(root: Path, workshop: Workshop, *, serial: str, terminal_id: str, 
     ca = workshop.certificate()  # before anything is written: a missing CA stops here
     workshop.private_key(workshop.ca_key)
     bdk, bdk_id = load_bdk(bdk_file)
+    kbpk = load_kbpk(kbpk_file) if kbpk_file is not None else None
 
     device.keys.mkdir(parents=True, exist_ok=True)
     device.keys.chmod(0o700)
@@ -152,11 +168,19 @@ def provision(root: Path, workshop: Workshop, *, serial: str, terminal_id: str, 
 
     initial_key_id = bdk_id + workshop.next_derivation_id().to_bytes(4, "big")
     initial_key = derive_initial_key(bdk, initial_key_id)
-    create_private_file(device.keys / "dukpt-initial-key.toml", (
-        "# this device's AES DUKPT initial key (ANSI X9.24-3-2017, 6.3.3): owner-only, loaded once\n"
-        "# into the [state] folder's registers\n"
-        f'initial_key = "{initial_key.hex().upper()}"\n'
-        f'initial_key_id = "{initial_key_id.hex().upper()}"\n').encode())
+    if kbpk is None:
+        content = ("# this device's AES DUKPT initial key (ANSI X9.24-3-2017, 6.3.3): owner-only, loaded\n"
+                   "# once into the [state] folder's registers\n"
+                   f'initial_key = "{initial_key.hex().upper()}"\n'
+                   f'initial_key_id = "{initial_key_id.hex().upper()}"\n')
+    else:
+        header = tr31.Header("D", "B1", "A", "X", "00", "N")  # AES key block: initial DUKPT key, derive only
+        header.blocks["IK"] = initial_key_id.hex().upper()
+        if not (device.keys / "kbpk.toml").exists():  # a device image folder: its KBPK goes with it
+            create_private_file(device.keys / "kbpk.toml", f'kbpk = "{kbpk.hex().upper()}"\n'.encode())
+        content = ("# this device's AES DUKPT initial key as transported: a TR-31 key block under its KBPK\n"
+                   f'key_block = "{tr31.wrap(kbpk, header, initial_key)}"\nkbpk_file = "kbpk.toml"\n')
+    create_private_file(device.keys / "dukpt-initial-key.toml", content.encode())
     result = Provisioned(serial, terminal_id, merchant_id, initial_key_id.hex().upper(),
                          (initial_key_id + bytes(4)).hex().upper(), key_check_value(bdk),
                          key_check_value(initial_key), str(device.config),

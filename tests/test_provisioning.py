@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sim_processes import ROOT, TPE
 
-from firmware.config import load_config
+from firmware.config import ConfigError, load_config, load_initial_key
 from firmware.dukpt import derive_initial_key
 from firmware.journal import Journal
 from provisioning import slots
@@ -261,3 +261,20 @@ def test_the_bench_commands_show_progress_and_refuse_clearly(tmp_path: Path) -> 
                   str(tmp_path / "ws" / "provisioning-ca-cert.pem"))
     assert foreign.returncode == 2
 
+
+
+def test_the_initial_key_can_travel_and_stay_as_a_tr31_key_block(tmp_path: Path) -> None:
+    kbpk = tmp_path / "kbpk.toml"  # TEST KEY: the device's key block protection key
+    kbpk.write_text('kbpk = "' + "2B7E151628AED2A6ABF7158809CF4F3C" + '"\n')
+    _, device = _provisioned(tmp_path, kbpk_file=kbpk)
+    stored = (device.keys / "dukpt-initial-key.toml").read_text()
+    identity = json.loads(device.identity.read_text())
+    bdk, _ = load_bdk(HOST_KEYS_FILE)
+    initial_key = derive_initial_key(bdk, bytes.fromhex(identity["initial_key_id"]))
+    assert "key_block = \"D" in stored and initial_key.hex().upper() not in stored
+    loaded = load_initial_key(device.keys / "dukpt-initial-key.toml")
+    assert (loaded.key, loaded.key_id.hex().upper()) == (initial_key, identity["initial_key_id"])
+    assert identity["initial_key_kcv"] == key_check_value(loaded.key)
+    (device.keys / "kbpk.toml").write_text('kbpk = "' + "00" * 16 + '"\n')
+    with pytest.raises(ConfigError, match="does not open"):
+        load_initial_key(device.keys / "dukpt-initial-key.toml")
