@@ -151,8 +151,22 @@ class FleetService:
             "last_payment": last, "reader": "present" if terminal.reader is not None else "missing",
             "printer": "configured" if terminal.config.printer is not None else "none",
             "journal": heads, "alerts": list(status.alerts), "training": status.training,
-            "config_version": self.reported["version"],
+            "config_version": self.reported["version"], "slots": self._slots(),
         }
+
+    def _slots(self) -> dict[str, Any] | None:
+        """The A/B slots when the terminal runs from them: which is active, its version, whether
+        one is on trial, and the last result (a rollback is reported here)."""
+        update = self.terminal.config.update
+        if update is None:
+            return None
+        try:
+            found = slots.status(update.root)
+        except (slots.SlotsError, OSError) as exc:
+            return {"error": str(exc)}
+        active = found.get("active")
+        version = found["slots"].get(active, {}).get("version") if active else None
+        return {"active": active, "version": version, "trial": found.get("trial"), "last": found.get("last")}
 
     def send_telemetry(self, status: Status | None = None) -> bool:
         self._last_sent = asyncio.get_running_loop().time()

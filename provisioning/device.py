@@ -1,7 +1,6 @@
 """`tpe provision device`: a blank device (or a device image folder) made into the terminal of a
-merchant. On the device the key pair is generated there and only its public half leaves, in the
-request the provisioning CA signs (RFC 2986 would carry it as a CSR; the bench tool holds both
-ends, so it passes the public key itself).
+merchant. On the device the key pair is generated there and only its public half leaves, in a
+certificate signing request (RFC 2986) that the provisioning CA checks and signs.
 
 Under the device root:
 
@@ -28,7 +27,8 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import cmac, serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import cmac, hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import algorithms
 from psec import tr31
@@ -39,7 +39,7 @@ from firmware.dukpt import derive_initial_key
 from firmware.fleet_protocol import SERIAL
 from firmware.journal import Journal, JournalError
 from firmware.keystore import create_private_file
-from provisioning.workshop import ProvisionError, Workshop, issue, public_pem
+from provisioning.workshop import ProvisionError, Workshop, public_pem, sign_request
 
 TERMINAL_ID = re.compile(r"[A-Z0-9]{8}")  # ISO 8583 field 41, ans 8 (EMV '9F1C')
 MERCHANT_ID = re.compile(r"[A-Z0-9]{15}")  # field 42, ans 15 (EMV '9F16')
@@ -157,7 +157,10 @@ def provision(root: Path, workshop: Workshop, *, serial: str, terminal_id: str, 
     key = ec.generate_private_key(ec.SECP256R1())  # on the device: its private half never leaves
     create_private_file(device.keys / "device-key.pem", key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    certificate = issue(workshop, key.public_key(), serial)
+    request = (x509.CertificateSigningRequestBuilder()  # RFC 2986: what leaves the device
+               .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, serial)]))
+               .sign(key, hashes.SHA256()))
+    certificate = sign_request(workshop, request.public_bytes(serialization.Encoding.PEM))
     durable.write_atomically(device.keys / "device-cert.pem",
                              certificate.public_bytes(serialization.Encoding.PEM))
     durable.write_atomically(device.keys / "broker-ca.pem", ca.public_bytes(serialization.Encoding.PEM))

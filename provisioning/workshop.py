@@ -133,6 +133,20 @@ def init_workshop(folder: Path, name: str = "tpe provisioning CA") -> Workshop:
     return workshop
 
 
+def sign_request(workshop: Workshop, pem: bytes) -> x509.Certificate:
+    """A device's certificate from its signing request (RFC 2986): the request's own signature
+    checked (it holds the private key), its common name, a P-256 key."""
+    try:
+        request = x509.load_pem_x509_csr(pem)
+    except ValueError as exc:
+        raise ProvisionError(f"not a certificate signing request: {exc}") from None
+    names = request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    public = request.public_key()
+    if not request.is_signature_valid or len(names) != 1 or not isinstance(public, ec.EllipticCurvePublicKey):
+        raise ProvisionError("the request is not signed by its P-256 key, or names no single device")
+    return issue(workshop, public, str(names[0].value))
+
+
 def issue(workshop: Workshop, public: ec.EllipticCurvePublicKey, common_name: str, *, server: bool = False,
           names: list[x509.GeneralName] | None = None) -> x509.Certificate:
     """A certificate of the provisioning CA for `public`: a device's (client, CN = serial) or a

@@ -102,6 +102,15 @@ def test_a_provisioned_device_sells_reports_commits_and_rolls_back(tmp_path: Pat
                         await until(lambda: slots.status(device.root)["trial"] is None, "the commit", 30)
                         topic = Topics("TPE-0042").status
                         seen["status"] = await until(lambda: office.latest(topic), "status")
+                        terminal.fleet.send_telemetry()  # type: ignore[union-attr]
+                        telemetry = Topics("TPE-0042").telemetry
+
+                        def committed() -> Any:
+                            found = (office.latest(telemetry) or {}).get("slots") or {}
+                            done = found.get("active") == "B" and found.get("trial") is None
+                            return found if done else None
+
+                        seen["slots"] = await until(committed, "the slots in the telemetry")
                         update = {"bundle": f"file://{_bundle(tmp_path, workshop, '1.2.0')}"}
                         job = await asyncio.to_thread(office.start_job, "TPE-0042", "firmware_update", update)
                         seen["job"] = await asyncio.to_thread(office.follow, "TPE-0042", job, 60)
@@ -132,6 +141,7 @@ def test_a_provisioned_device_sells_reports_commits_and_rolls_back(tmp_path: Pat
     (entry,) = seen["entries"]
     assert (entry.terminal_id, entry.amount, entry.approved) == ("TPE00042", 3100, True)
     assert seen["status"]["state"] == "online"
+    assert seen["slots"]["version"] == "1.1.0" and "healthy" in seen["slots"]["last"]
     assert seen["committed"]["slots"]["B"]["version"] == "1.1.0"
     job = seen["job"]
     assert job["state"] == "succeeded" and job["result"] == {"slot": "A", "version": "1.2.0", "restart": True}
