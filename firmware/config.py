@@ -1030,7 +1030,7 @@ def _fleet(raw: Any, base: Path) -> FleetConfig:
 
 def _update(raw: Any, base: Path) -> UpdateConfig:
     t = _Table(raw, "update", ("root", "health_deadline"))
-    root = _resolve(t.get("root", _path_text), base, "update.root")
+    root = _resolve(t.get("root", _path_text), base, "update.root").resolve()
     if not root.is_dir():
         raise _Invalid("update.root", f"{root} is not a folder")
     return UpdateConfig(root, t.get("health_deadline", _number_between(5, 3600), 120.0))

@@ -208,12 +208,13 @@ def _write_config(device: DeviceRoot, result: Provisioned, broker_host: str, bro
     text = re.sub(r'(?m)^merchant_id = "[^"]*"', f'merchant_id = "{result.merchant_id}"', text, count=1)
     text = re.sub(r'(?m)^initial_key_file = "[^"]*"', 'initial_key_file = "keys/dukpt-initial-key.toml"',
                   text, count=1)
+    # paths relative to etc/tpe: the same file serves in an image folder at the bench and on the device
     text += (f'\n# written by `tpe provision device` on {result.provisioned_at}\n'
-             f'[state]\nfolder = "{device.state}"\n'
+             '[state]\nfolder = "../../var/lib/tpe"\n'
              f'\n[fleet]\nserial = "{result.serial}"\naddress = "{broker_host}"\nport = {broker_port}\n'
              'ca_file = "keys/broker-ca.pem"\ncert_file = "keys/device-cert.pem"\n'
              'key_file = "keys/device-key.pem"\nsigning_key = "keys/fleet-signing-public.pem"\n'
-             f'\n[update]\nroot = "{device.root.resolve()}"\n')
+             '\n[update]\nroot = "../.."\n')
     if acquirer is not None and acquirer_tls is not None:
         host, port = _address(acquirer, "acquirer", 8583)
         names = ("acquirer-ca.pem", "acquirer-cert.pem", "acquirer-key.pem")
