@@ -4,8 +4,8 @@ only then tried, once; the new slot becomes the active one when the firmware say
 otherwise the next start rolls back to the slot that worked.
 
     <root>/slots/A, <root>/slots/B   the application's files of each slot
-    <root>/boot/slots.json           {"active", "slots": {"A": {"version"}, ...}, "trial", "last"}
-    <root>/current                   a link to the slot the launcher starts (`boot`)
+    <root>/slots/state.json          {"active", "slots": {"A": {"version"}, ...}, "trial", "last"}
+    <root>/slots/current             a link to the slot the launcher starts (`boot`)
 
 The state file is replaced whole (`firmware.durable.write_atomically`): a power cut at any step
 of a flash leaves it naming the old slot, so the device starts what it ran before. The crash
@@ -47,14 +47,14 @@ class Device:
 
     @property
     def state_file(self) -> Path:
-        return self.root / "boot" / "slots.json"
+        return self.root / "slots" / "state.json"
 
     def slot(self, name: str) -> Path:
         return self.root / "slots" / name
 
     @property
     def current(self) -> Path:
-        return self.root / "current"
+        return self.root / "slots" / "current"
 
     def hardware(self) -> str:
         path = self.root / "etc" / "tpe" / "hardware"

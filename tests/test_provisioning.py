@@ -148,12 +148,12 @@ def test_a_flash_goes_to_the_other_slot_is_tried_once_and_committed_when_healthy
     state = slots.flash(_bundle(tmp_path, workshop, "1.0.0"), device.root, _public(workshop),
                         lambda step, percent: steps.append((step, percent)))
     assert state["active"] == "A" and state["trial"] is None
-    assert (device.root / "current").resolve().name == "A"
+    assert (device.root / "slots" / "current").resolve().name == "A"
     assert steps[0] == ("verified", 0) and steps[-1] == ("done", 100)
     assert any(step == "writing" for step, _ in steps)
     slots.flash(_bundle(tmp_path, workshop, "1.1.0"), device.root, _public(workshop))
     assert slots.status(device.root)["trial"] == {"slot": "B", "starts": 0}
-    assert slots.boot(device.root) == "B" and (device.root / "current").resolve().name == "B"
+    assert slots.boot(device.root) == "B" and (device.root / "slots" / "current").resolve().name == "B"
     assert (device.root / "slots" / "B" / "firmware" / "apdu_log.py").read_bytes() == (
         ROOT / "firmware" / "apdu_log.py").read_bytes()
     assert slots.healthy(device.root) == "B"
@@ -171,7 +171,7 @@ def test_a_new_slot_that_never_becomes_healthy_is_rolled_back(tmp_path: Path) ->
     status = slots.status(device.root)
     assert status["active"] == "A" and status["trial"] is None
     assert status["last"].startswith("rolled back from B")
-    assert (device.root / "current").resolve().name == "A"
+    assert (device.root / "slots" / "current").resolve().name == "A"
 
 
 @pytest.mark.parametrize("tamper", ["file byte", "manifest", "other key", "missing file", "extra file",
