@@ -4,6 +4,7 @@ with the folder that names them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -73,3 +74,12 @@ def read_json(path: Path, what: str, log: logging.Logger) -> Any:
     except (OSError, ValueError) as exc:
         log.error("%s cannot be read (%s): %s", path, exc, what)
         return None
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read a block at a time (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        while block := data.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -331,7 +330,7 @@ class FleetService:
         if not source or "://" in source:
             raise _JobFailed("the job names no bundle on the device (a path or a file:// address)")
         wanted = job.params.get("sha256")
-        if wanted is not None and await asyncio.to_thread(_sha256, Path(source)) != wanted:
+        if wanted is not None and await asyncio.to_thread(durable.sha256_of, Path(source)) != wanted:
             raise _JobFailed("the bundle is not the one the job names (SHA-256)")
 
         loop = asyncio.get_running_loop()
@@ -347,14 +346,6 @@ class FleetService:
         version = state["slots"].get(trial.get("slot"), {}).get("version")
         loop.call_later(1.0, self.terminal.request_stop, "firmware update installed: restart on the new slot")
         return {"slot": trial.get("slot"), "version": version, "restart": True}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 16):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _JobFailed(Exception):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware import durable
+from firmware.durable import sha256_of
 from firmware.journal import (
     ARCHIVE_MAGIC,
     VERSION,
@@ -97,14 +98,6 @@ def period_range(db: sqlite3.Connection, period: str) -> dict[str, ChainRange]:
 
 def file_name(period: str, key: str, created: datetime.datetime) -> str:
     return f"journal-{period}-{key}-{created.astimezone(datetime.UTC):%Y%m%dT%H%M%SZ}.zip"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as data:
-        while block := data.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _member(name: str, created: datetime.datetime) -> zipfile.ZipInfo:

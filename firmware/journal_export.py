@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firmware.durable import sha256_of
 from firmware.journal import Journal, JournalError, Record
-from firmware.journal_archive import ArchiveError, period_bounds, sha256_of
+from firmware.journal_archive import ArchiveError, period_bounds
 from firmware.money import CURRENCIES, format_amount
 
 TENDERS = ("card", "cash", "cheque", "meal_voucher", "credit_note")  # docs/journal-format.md, Tickets

@@ -15,7 +15,6 @@ tests cut the power at each step (`firmware.crashpoints`: flash.*).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -158,11 +157,7 @@ def _write_files(bundle: Path, manifest: Manifest, slot: Path, shown: Progress) 
 def _check_written(manifest: Manifest, slot: Path, shown: Progress) -> None:
     """Every file read back from the disk and hashed again."""
     for entry in manifest.files:
-        digest = hashlib.sha256()
-        with open(slot / entry["path"], "rb") as written:
-            while chunk := written.read(CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != entry["sha256"]:
+        if durable.sha256_of(slot / entry["path"]) != entry["sha256"]:
             raise SlotsError(f"{entry['path']} reads back wrong from {slot}: the storage is failing")
     shown("checked", 100)
 
