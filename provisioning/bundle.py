@@ -92,7 +92,7 @@ def build(out: Path, files: list[tuple[str, Path]], *, version: str, hardware: s
             tar.addfile(info, io.BytesIO(data))
         for name, path in files:
             tar.add(path, arcname=f"files/{name}", recursive=False)
-    return _manifest(raw)
+    return parse_manifest(raw)
 
 
 def _safe_path(name: Any) -> str:
@@ -104,7 +104,7 @@ def _safe_path(name: Any) -> str:
     return name
 
 
-def _manifest(raw: bytes) -> Manifest:
+def parse_manifest(raw: bytes) -> Manifest:
     try:
         body = json.loads(raw)
     except ValueError as exc:
@@ -158,7 +158,7 @@ def open_manifest(bundle: Path, public: ec.EllipticCurvePublicKey) -> Manifest:
         valid = False
     if not valid:
         raise BundleError("the manifest's signature is not the fleet key's")
-    return _manifest(raw)
+    return parse_manifest(raw)
 
 
 def files(bundle: Path, manifest: Manifest) -> Iterator[tuple[dict[str, Any], IO[bytes]]]:

@@ -71,9 +71,24 @@ def read_state(device: Device) -> dict[str, Any]:
     raw = durable.read_json(device.state_file, "no slot installed yet", log)
     if raw is None:
         return {"active": None, "slots": {}, "trial": None, "last": None}
-    if not isinstance(raw, dict) or raw.get("active") not in (None, *SLOTS):
+    if not _valid_state(raw):
         raise SlotsError(f"{device.state_file} is damaged: a technician must flash the device again")
     return raw
+
+
+def _valid_state(raw: Any) -> bool:
+    if not isinstance(raw, dict) or raw.get("active") not in (None, *SLOTS):
+        return False
+    installed, trial = raw.get("slots"), raw.get("trial")
+    if not isinstance(installed, dict) or not set(installed) <= set(SLOTS) or not all(
+            isinstance(slot, dict) and isinstance(slot.get("version"), str) for slot in installed.values()):
+        return False
+    if raw["active"] is not None and raw["active"] not in installed:
+        return False
+    if trial is not None and not (isinstance(trial, dict) and trial.get("slot") in installed
+                                  and type(trial.get("starts")) is int):
+        return False
+    return raw.get("last") is None or isinstance(raw.get("last"), str)
 
 
 def _write_state(device: Device, state: dict[str, Any]) -> None:

@@ -18,17 +18,20 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sim_processes import ROOT, TPE
 
 from firmware.config import ConfigError, load_config, load_initial_key
 from firmware.dukpt import derive_initial_key
 from firmware.journal import Journal
 from provisioning import slots
-from provisioning.bundle import BundleError, application_files, build
+from provisioning.bundle import BundleError, application_files, build, parse_manifest, verify
 from provisioning.device import DeviceRoot, key_check_value, load_bdk, provision
 from provisioning.slots import SlotsError
 from provisioning.workshop import ProvisionError, Workshop, init_workshop
 from sim.host.keys import HOST_KEYS_FILE
+from sim.host.test_pki import seeded_key
 
 IDS = {"serial": "TPE-0042", "terminal_id": "TPE00042", "merchant_id": "000000000000042",
        "broker": "127.0.0.1:8883"}
@@ -278,3 +281,49 @@ def test_the_initial_key_can_travel_and_stay_as_a_tr31_key_block(tmp_path: Path)
     (device.keys / "kbpk.toml").write_text('kbpk = "' + "00" * 16 + '"\n')
     with pytest.raises(ConfigError, match="does not open"):
         load_initial_key(device.keys / "dukpt-initial-key.toml")
+
+
+# --- what the bench reads: any input is taken or refused with its own error ----------------------------
+
+@given(st.binary(max_size=3000))
+def test_any_manifest_parses_or_is_refused_with_the_bundles_error(raw: bytes) -> None:
+    try:
+        manifest = parse_manifest(raw)
+    except BundleError:
+        return
+    assert manifest.files and all(not entry["path"].startswith("/") for entry in manifest.files)
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=3000))
+def test_any_bundle_file_is_refused_unless_the_fleet_key_signed_it(tmp_path: Path, data: bytes) -> None:
+    key = seeded_key("bundle property", "fleet").public_key()  # TEST KEY
+    path = tmp_path / "random.tar"
+    path.write_bytes(data)
+    with pytest.raises(BundleError):
+        verify(path, key)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(json_values, st.fixed_dictionaries(
+    {"active": st.sampled_from([None, "A", "B", "C"]),
+     "slots": st.dictionaries(st.sampled_from(["A", "B", "C"]),
+                              st.fixed_dictionaries({"version": st.text()})),
+     "trial": st.none() | st.fixed_dictionaries({"slot": st.sampled_from(["A", "B"]),
+                                                 "starts": st.integers()}),
+     "last": st.none() | st.text()})))
+def test_any_slots_state_is_used_or_refused_as_damaged(tmp_path: Path, value: Any) -> None:
+    state_file = tmp_path / "slots" / "state.json"
+    state_file.parent.mkdir(exist_ok=True)
+    state_file.write_text(json.dumps(value))
+    try:
+        chosen = slots.boot(tmp_path)
+    except SlotsError:
+        return
+    assert chosen in ("A", "B")
