@@ -84,8 +84,9 @@ class FleetService:
         self.fleet_key = key
         self.link = FleetLink(config, on_connected=self._connected, on_message=self._message)
         self.topics = self.link.topics
-        self.reported: dict[str, Any] = {"version": terminal.remote_version, "state": "applied",
-                                         "reason": None}
+        self.applied = terminal.remote.digest  # the push in force: its redelivery changes nothing
+        self.reported: dict[str, Any] = {"version": terminal.remote.version, "state": "applied",
+                                         "reason": None, "digest": self.applied}
         self.ring = LogRing()
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._handled = self._load_handled()
@@ -206,10 +207,12 @@ class FleetService:
         terminal = self.terminal
         current = self.reported["version"]
         digest = document_digest(payload)  # names the push this report answers
+        if digest == self.applied:  # the retained document again, on a reconnection: in force already
+            return self.reported
         try:
             desired = open_desired(payload, self.fleet_key)
             new = fleet_config.check(terminal.config, desired, serial=self.config.serial, current=current)
-            fleet_config.save(terminal.config.state.folder, desired)
+            fleet_config.save(terminal.config.state.folder, desired, digest)
         except (FleetProtocolError, fleet_config.RemoteConfigError, OSError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             log.warning("fleet: desired configuration refused: %s", reason)
@@ -218,6 +221,8 @@ class FleetService:
             self.link.publish(self.topics.reported, dumps(self.reported), retain=True)
             return self.reported
         terminal.apply_config(new)
+        terminal.remote = fleet_config.Overlay(desired.version, desired.sections, digest)
+        self.applied = digest
         if terminal.journal is not None:
             try:
                 fiscal.audit(terminal.journal, "config_change", source="fleet", version=desired.version,

@@ -35,6 +35,7 @@ class RemoteConfigError(Exception):
 class Overlay:
     version: int  # 0: nothing pushed yet
     sections: dict[str, Any]
+    digest: str | None = None  # the push it came from (`fleet_protocol.document_digest`)
 
 
 NONE = Overlay(0, {})
@@ -44,12 +45,15 @@ def load_overlay(folder: Path) -> Overlay:
     """The overlay in force, or `NONE` (a file that does not read is logged and ignored)."""
     path = Path(folder) / FILE_NAME
     raw = durable.read_json(path, "the file's configuration applies", log)
+    if raw is None:
+        return NONE
     version, sections = (raw.get("version"), raw.get("sections")) if isinstance(raw, dict) else (None, None)
+    digest = raw.get("digest") if isinstance(raw, dict) else None
     if type(version) is not int or version < 1 or not isinstance(sections, dict) \
-            or not set(sections) <= set(REMOTE_SECTIONS):
+            or not set(sections) <= set(REMOTE_SECTIONS) or not isinstance(digest, str | None):
         log.error("remote configuration: %s holds no overlay: the file's configuration applies", path)
         return NONE
-    return Overlay(version, sections)
+    return Overlay(version, sections, digest)
 
 
 def merged(config: AppConfig, overlay: Overlay) -> AppConfig:
@@ -60,18 +64,18 @@ def merged(config: AppConfig, overlay: Overlay) -> AppConfig:
     return parse_document(document, str(config.source), Path(config.source).parent)
 
 
-def effective(config: AppConfig) -> tuple[AppConfig, int]:
+def effective(config: AppConfig) -> tuple[AppConfig, Overlay]:
     """The configuration in force at start: the file's, with the overlay of its [state] folder
-    when one was applied; and the overlay's version. An overlay the file no longer accepts (a
-    file edited by hand since) is logged and left out."""
+    when one was applied; and that overlay (`NONE` without). An overlay the file no longer
+    accepts (a file edited by hand since) is logged and left out."""
     overlay = load_overlay(config.state.folder)
     if overlay.version == 0:
-        return config, 0
+        return config, NONE
     try:
-        return merged(config, overlay), overlay.version
+        return merged(config, overlay), overlay
     except ConfigError as exc:
         log.error("remote configuration %d no longer fits the file (%s): left out", overlay.version, exc)
-        return config, 0
+        return config, NONE
 
 
 def check(config: AppConfig, desired: DesiredConfig, *, serial: str, current: int) -> AppConfig:
@@ -91,7 +95,9 @@ def check(config: AppConfig, desired: DesiredConfig, *, serial: str, current: in
         raise RemoteConfigError(f"invalid: {exc.key}: {exc.reason}") from None
 
 
-def save(folder: Path, desired: DesiredConfig) -> None:
-    """The overlay written whole or not at all (`durable.write_atomically`). OSError."""
-    data = json.dumps({"version": desired.version, "sections": desired.sections}, sort_keys=True).encode()
+def save(folder: Path, desired: DesiredConfig, digest: str) -> None:
+    """The overlay of push `digest` written whole or not at all (`durable.write_atomically`).
+    OSError."""
+    data = json.dumps({"version": desired.version, "sections": desired.sections, "digest": digest},
+                      sort_keys=True).encode()
     durable.write_atomically(Path(folder) / FILE_NAME, data)

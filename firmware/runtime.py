@@ -300,7 +300,7 @@ class Terminal:
                  status_interval: float = STATUS_INTERVAL, figures_interval: float = FIGURES_INTERVAL,
                  link_check_interval: float = LINK_CHECK_INTERVAL, forward_retry: float = RETRY) -> None:
         # the configuration in force: the file's, with what the fleet pushed (firmware/fleet_config.py)
-        config, self.remote_version = fleet_config.effective(config)
+        config, self.remote = fleet_config.effective(config)
         self.config = config
         self.ui = ui
         self.notifier = notifier if notifier is not None else Notifier()
@@ -487,6 +487,11 @@ class Terminal:
         if self.journal is None or ALERT_JOURNAL_INTEGRITY in self.alerts:
             problems.append("the journal did not verify")
         return problems
+
+    @property
+    def remote_version(self) -> int:
+        """The version of the remote configuration in force (0: none)."""
+        return self.remote.version
 
     def apply_config(self, config: AppConfig) -> None:
         """A configuration the fleet pushed (`firmware.fleet_config.check` accepted it) in

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from firmware.config import ConfigError, StateConfig, load_config, parse_config
 from firmware.fleet_client import backoff
-from firmware.fleet_config import FILE_NAME, RemoteConfigError, check, effective, load_overlay, save
+from firmware.fleet_config import FILE_NAME, NONE, RemoteConfigError, check, effective, load_overlay, save
 from firmware.fleet_protocol import (
     DesiredConfig,
     FleetProtocolError,
@@ -92,20 +92,24 @@ def test_a_remote_configuration_is_checked_like_the_file_and_kept(tmp_path: Path
                         (desired(5, merchant={"language": "xx"}), "merchant.language")):
         with pytest.raises(RemoteConfigError, match=why):
             check(config, wanted, serial="TPE-1", current=1)
-    save(tmp_path, desired(2, offline={"enabled": True, "max_amount": 777}))
-    in_force, version = effective(config)
-    assert version == 2 and in_force.offline.max_amount == 777
+    assert effective(config)[1] == NONE and load_overlay(tmp_path) == NONE  # nothing pushed yet
+    save(tmp_path, desired(2, offline={"enabled": True, "max_amount": 777}), "0123456789abcdef")
+    in_force, overlay = effective(config)
+    assert (overlay.version, overlay.digest) == (2, "0123456789abcdef") and in_force.offline.max_amount == 777
 
 
-@pytest.mark.parametrize("content", [b"{", b"[]", b'{"version": 0, "sections": {}}',
-                                     b'{"version": 3, "sections": {"host": {}}}',
-                                     b'{"version": 3, "sections": {"offline": {"max_amount": -1}}}'])
-def test_an_overlay_that_does_not_read_or_fit_is_left_out(tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize(("content", "read"), [
+    (b"{", 0), (b"[]", 0), (b'{"version": 0, "sections": {}}', 0),
+    (b'{"version": 3, "sections": {"host": {}}}', 0),
+    (b'{"version": 3, "sections": {}, "digest": 7}', 0),
+    (b'{"version": 3, "sections": {"offline": {"max_amount": -1}}}', 3),  # reads, but the file refuses it
+])
+def test_an_overlay_that_does_not_read_or_fit_is_left_out(tmp_path: Path, content: bytes, read: int) -> None:
     (tmp_path / FILE_NAME).write_bytes(content)
     config = _config(tmp_path)
-    in_force, version = effective(config)
-    assert version == 0 and in_force.offline == config.offline
-    assert load_overlay(tmp_path).version in (0, 3)
+    in_force, overlay = effective(config)
+    assert overlay == NONE and in_force.offline == config.offline
+    assert load_overlay(tmp_path).version == read
 
 
 def test_the_fleet_section_names_its_bad_key(fleet_pki) -> None:
