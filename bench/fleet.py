@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import statistics
 import sys
@@ -24,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.terminal import cpu_seconds, rss_mb
 from firmware.config import FleetConfig
 from firmware.fleet_client import FleetLink
 from provisioning.fleet_office import BackOffice
@@ -34,12 +34,6 @@ from sim.fleet.swarm import Swarm
 TERMINALS = 1000
 PERIOD = 10.0  # seconds between two telemetry messages of one terminal
 STEADY = 60.0  # seconds measured
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -110,10 +104,10 @@ async def _run(terminals: int, steady: float, folder: Path) -> dict[str, float]:
         senders = [asyncio.ensure_future(telemetry(link)) for link in links]
         await asyncio.sleep(PERIOD)  # every terminal has sent once
         latencies.counting = True
-        cpu_before, wall_before = _cpu_seconds(broker.pid or 0), time.perf_counter()
+        cpu_before, wall_before = cpu_seconds(broker.pid or 0), time.perf_counter()
         ours_before = time.process_time()
         await asyncio.sleep(steady)
-        cpu = _cpu_seconds(broker.pid or 0) - cpu_before
+        cpu = cpu_seconds(broker.pid or 0) - cpu_before
         wall = time.perf_counter() - wall_before
         latencies.counting = False
         ours = time.process_time() - ours_before
@@ -122,7 +116,7 @@ async def _run(terminals: int, steady: float, folder: Path) -> dict[str, float]:
         results["fleet_terminals"] = terminals
         results["fleet_telemetry_messages_per_s"] = round(len(values) / wall, 1)
         results["fleet_broker_cpu_percent_of_one_core"] = round(100 * cpu / wall, 2)
-        results["fleet_broker_rss_mb"] = round(_rss_mb(broker.pid or 0), 1)
+        results["fleet_broker_rss_mb"] = round(rss_mb(broker.pid or 0), 1)
         results["fleet_simulator_cpu_percent_of_one_core"] = round(100 * ours / wall, 1)
         results["fleet_latency_ms_p50"] = round(1000 * statistics.median(values), 2)
         results["fleet_latency_ms_p95"] = round(1000 * _percentile(values, 0.95), 2)
@@ -163,13 +157,6 @@ async def _run(terminals: int, steady: float, folder: Path) -> dict[str, float]:
         office.close()
         broker.stop()
     return results
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def bench_fleet(results: dict[str, float], terminals: int = TERMINALS, steady: float = STEADY) -> None:

@@ -35,12 +35,12 @@ WARM_UP = 100  # sales before the caches are full; the growth is measured from t
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (proc(5))
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -74,11 +74,11 @@ def bench_boot_and_idle(results: dict[str, float]) -> None:
                 pass
             results["terminal_boot_to_ready_s"] = round(time.perf_counter() - started, 3)
             time.sleep(2)  # the first screens drawn and saved
-            before = _cpu_seconds(process.pid)
+            before = cpu_seconds(process.pid)
             time.sleep(IDLE_SECONDS)
-            used = _cpu_seconds(process.pid) - before
+            used = cpu_seconds(process.pid) - before
             results["terminal_idle_cpu_percent_of_one_core"] = round(100 * used / IDLE_SECONDS, 2)
-            results["terminal_idle_rss_mb"] = round(_rss_mb(process.pid), 1)
+            results["terminal_idle_rss_mb"] = round(rss_mb(process.pid), 1)
         finally:
             process.terminate()
             process.wait(30)
@@ -161,7 +161,7 @@ def bench_sales_memory(results: dict[str, float]) -> None:
             if line.startswith("screen APPROVED"):
                 approved += 1
                 if approved in RSS_AT:
-                    results[f"terminal_rss_mb_after_{approved}_sales"] = round(_rss_mb(run.pid), 1)
+                    results[f"terminal_rss_mb_after_{approved}_sales"] = round(rss_mb(run.pid), 1)
         run.wait(60)
         if approved != SALES:
             raise RuntimeError(f"tpe run approved {approved} of {SALES} scripted sales")

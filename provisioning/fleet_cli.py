@@ -24,7 +24,7 @@ from typing import Any
 
 from firmware.fleet_config import REMOTE_SECTIONS
 from firmware.fleet_protocol import JOB_KINDS, FleetProtocolError, Topics, check_serial
-from provisioning.fleet_office import BackOffice, OfficeError
+from provisioning.fleet_office import BackOffice, OfficeError, OfficeTimeout
 
 EXIT_OK, EXIT_USAGE, EXIT_WAITING, EXIT_REFUSED = 0, 2, 7, 8
 
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace, body: Any) -> int:
         return EXIT_USAGE
     except OfficeError as exc:
         print(f"tpe fleet: {exc}", file=sys.stderr)
-        return EXIT_WAITING if "within" in str(exc) else EXIT_USAGE
+        return EXIT_WAITING if isinstance(exc, OfficeTimeout) else EXIT_USAGE
     except (OSError, ValueError) as exc:
         print(f"tpe fleet: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -35,7 +35,11 @@ FINAL_STATES = ("succeeded", "failed", "rejected")
 
 
 class OfficeError(Exception):
-    """The broker cannot be reached, refuses the back office, or an answer does not come."""
+    """The broker cannot be reached or refuses the back office."""
+
+
+class OfficeTimeout(OfficeError):
+    """An answer did not come in time: the terminal may be away (what was pushed waits)."""
 
 
 class BackOffice:
@@ -95,7 +99,7 @@ class BackOffice:
             if found:
                 return found
             time.sleep(0.02)
-        raise OfficeError(f"no {what} within {timeout:g} s")
+        raise OfficeTimeout(f"no {what} within {timeout:g} s")
 
     def latest(self, topic: str) -> dict[str, Any] | None:
         with self._lock:
