@@ -12,19 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from sim_processes import write_config
+from sim_reader import FAST as READER_FAST
+from sim_reader import SimReader
 
 from firmware.config import FleetConfig, load_config
 from firmware.runtime import Terminal
-from firmware.sd_notify import Notifier
 from firmware.ui_script import ScriptedUi, parse_script
 from provisioning.fleet_office import BackOffice
 from sim.fleet.broker import MosquittoBroker
 from sim.fleet.pki import BACK_OFFICE, FleetPki
 from sim.host.server import HostSimulator
-from sim.inprocess import fresh_card
 
-FAST = {"notifier": Notifier({}), "error_pause": 0.0, "outcome_pause": 0.0, "card_wait": 5.0,
-        "status_interval": 0.1}
+FAST = {**READER_FAST, "status_interval": 0.1}
 
 
 def office(broker: MosquittoBroker) -> BackOffice:
@@ -44,36 +43,6 @@ def fleet_section(pki: FleetPki, serial: str, port: int, *, interval: float = 30
 def fleet_config(pki: FleetPki, serial: str, port: int, **options: Any) -> FleetConfig:
     cert, key = pki.client(serial)
     return FleetConfig(serial, "127.0.0.1", port, pki.ca_cert, cert, key, pki.signing_public, **options)
-
-
-class _Session:
-    def __init__(self, card: Any) -> None:
-        self.card, self.protocol, self.atr = card, card.protocol, b""
-
-    def transmit(self, tpdu: bytes) -> bytes:
-        return self.card.process(tpdu)
-
-    def disconnect(self, *_: Any) -> None:
-        return None
-
-
-class SimReader:
-    """One simulated card, always present (firmware.reader.PcscReader's place)."""
-
-    def __init__(self, profile: str = "visa_cda_online") -> None:
-        self.profile = profile
-
-    def pick(self, name: str | None) -> str:
-        return "sim reader"
-
-    def connect_when_ready(self, name: str, timeout: float | None = None) -> _Session:
-        return _Session(fresh_card(self.profile))
-
-    def close(self) -> None:
-        return None
-
-    def cancel(self) -> None:
-        return None
 
 
 Driver = Callable[[Terminal], Awaitable[None]]

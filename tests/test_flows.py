@@ -15,56 +15,17 @@ from typing import Any
 
 import pytest
 from sim_processes import write_config
+from sim_reader import FAST, SimReader
 
 from firmware.config import load_config
 from firmware.merchant_code import CodeGuard, MerchantCodeError, hash_code, matches, parse_hash
-from firmware.reader import CardTimeoutError
 from firmware.runtime import Terminal
-from firmware.sd_notify import Notifier
 from firmware.ui_script import ScriptedUi, parse_script
 from sim.host.server import HostSimulator
-from sim.inprocess import fresh_card
 from sim.printer import PrinterSimulator
 from ui.contract import AskAmount, AskCode, AskMenu, AskPreauth, AskReceipt, AskSettlement, Error, Outcome
 
 TEST_CODE = "4711"  # TEST merchant code
-FAST = {"notifier": Notifier({}), "error_pause": 0.0, "outcome_pause": 0.0, "card_wait": 5.0}
-
-
-class _Session:
-    def __init__(self, card: Any) -> None:
-        self.card = card
-        self.protocol = card.protocol
-        self.atr = b""
-
-    def transmit(self, tpdu: bytes) -> bytes:
-        return self.card.process(tpdu)
-
-    def disconnect(self, *_: Any) -> None:
-        return None
-
-
-class SimReader:
-    """Stands where `firmware.reader.PcscReader` is: one simulated card, always present."""
-
-    def __init__(self, profile: str) -> None:
-        self.profile = profile
-
-    def pick(self, name: str | None) -> str:
-        return "sim reader"
-
-    def connect_when_ready(self, name: str, timeout: float | None = None) -> _Session:
-        if self.profile is None:
-            raise CardTimeoutError("no card")
-        return _Session(fresh_card(self.profile))
-
-    def close(self) -> None:
-        return None
-
-    def cancel(self) -> None:
-        return None
-
-
 def _rows(folder: Path, chain: str) -> list[tuple[str, str]]:
     with sqlite3.connect(folder / "journal.sqlite3") as db:
         return list(db.execute("SELECT type, payload FROM record WHERE chain = ? ORDER BY seq", (chain,)))

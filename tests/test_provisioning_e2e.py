@@ -15,8 +15,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from fleet_rig import FAST, SimReader, until
+from fleet_rig import FAST, until
 from sim_processes import ROOT
+from sim_reader import SimReader
 
 from firmware.config import load_config
 from firmware.fleet_protocol import Topics
