@@ -140,7 +140,6 @@ def _terminal_config(work: Path, port: int, modem_port: str, broker_port: int) -
     from sim.host.server import load_or_make_pki
 
     fleet = make_fleet_pki(work / "fleet" / "pki")
-    cert, key = fleet.client(SERIAL)
     pki = load_or_make_pki(work / "pki")
     text = (ROOT / "firmware" / "defaults" / "terminal.toml").read_text()
     text += (f'\n[host]\naddress = "127.0.0.1"\nport = {port}\nserver_name = "localhost"\n'
@@ -150,9 +149,7 @@ def _terminal_config(work: Path, port: int, modem_port: str, broker_port: int) -
              f'\n[links]\norder = ["cellular"]\n'
              # a reserved example domain: the QR code shows where an e-receipt service would answer
              f'\n[receipt]\nurl = "https://receipts.example/{{terminal}}/{{ticket}}?s={{extract}}"\n'
-             f'\n[fleet]\nserial = "{SERIAL}"\naddress = "127.0.0.1"\nport = {broker_port}\n'
-             f'ca_file = "{fleet.ca_cert}"\ncert_file = "{cert}"\nkey_file = "{key}"\n'
-             f'signing_key = "{fleet.signing_public}"\n')
+             f"\n{fleet.section(SERIAL, broker_port)}")
     path = work / "terminal.toml"
     path.write_text(text)
     return path

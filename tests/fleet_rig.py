@@ -31,13 +31,9 @@ def office(broker: MosquittoBroker) -> BackOffice:
     return BackOffice("127.0.0.1", broker.port, ca_file=broker.pki.ca_cert, cert_file=cert, key_file=key)
 
 
-def fleet_section(pki: FleetPki, serial: str, port: int, *, interval: float = 300, reconnect_max: float = 2,
-                  signing_public: Path | None = None) -> str:
-    cert, key = pki.client(serial)
-    return (f'[fleet]\nserial = "{serial}"\naddress = "127.0.0.1"\nport = {port}\n'
-            f'ca_file = "{pki.ca_cert}"\ncert_file = "{cert}"\nkey_file = "{key}"\n'
-            f'signing_key = "{signing_public or pki.signing_public}"\n'
-            f"telemetry_interval = {interval}\nreconnect_max = {reconnect_max}\n")
+def fleet_section(pki: FleetPki, serial: str, port: int) -> str:
+    """A test terminal's [fleet]: quick to reconnect, telemetry at its default period."""
+    return pki.section(serial, port, reconnect_max=2)
 
 
 def fleet_config(pki: FleetPki, serial: str, port: int, **options: Any) -> FleetConfig:

@@ -54,6 +54,16 @@ class FleetPki:
         return cert, key
 
 
+    def section(self, serial: str, port: int, **options: float) -> str:
+        """The [fleet] section of a terminal `serial` on the broker at 127.0.0.1:`port`, with
+        this PKI's files; `options` are further keys (telemetry_interval, reconnect_max...)."""
+        cert, key = self.client(serial)
+        extra = "".join(f"{name} = {value}\n" for name, value in options.items())
+        return (f'[fleet]\nserial = "{serial}"\naddress = "127.0.0.1"\nport = {port}\n'
+                f'ca_file = "{self.ca_cert}"\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+                f'signing_key = "{self.signing_public}"\n{extra}')
+
+
 def make_fleet_pki(folder: Path) -> FleetPki:
     """The fleet's TEST PKI in `folder` (made if missing; the same keys every time)."""
     folder.mkdir(parents=True, exist_ok=True)
