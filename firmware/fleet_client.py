@@ -176,7 +176,7 @@ class FleetLink:
                 self.attempt += 1
                 await asyncio.sleep(delay)
         finally:
-            self._teardown()
+            self._drop_socket()
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -224,9 +224,6 @@ class FleetLink:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
-
-    def _teardown(self) -> None:
-        self._drop_socket()
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1) -> bool:
         """Publish now if connected (True), else drop it (False): the next connection sends

@@ -31,6 +31,7 @@ from firmware import journal
 FORMAT = 1
 VERSION = re.compile(r"\d{1,5}(\.\d{1,5}){0,3}")
 HARDWARE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEFAULT_HARDWARE = "tpe-rpi"  # the handheld this project targets: what bundles and devices name by default
 PACKAGES = ("emv", "firmware", "modem", "ui", "provisioning")  # what a terminal runs
 DATA_SUFFIXES = (".py", ".toml", ".json", ".pem", ".md")
 MAX_MANIFEST = 4 * 1024 * 1024

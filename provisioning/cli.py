@@ -23,6 +23,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from provisioning.bundle import DEFAULT_HARDWARE
+
 EXIT_OK, EXIT_REFUSED, EXIT_IO = 0, 2, 3
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +47,7 @@ def add_parser(sub: Any) -> None:
     device.add_argument("--acquirer-ca", type=Path)
     device.add_argument("--acquirer-cert", type=Path)
     device.add_argument("--acquirer-key", type=Path)
-    device.add_argument("--hardware", default="tpe-rpi", help="the hardware id bundles must name")
+    device.add_argument("--hardware", default=DEFAULT_HARDWARE, help="the hardware id bundles must name")
     device.add_argument("--force", action="store_true", help="provision again (journalled)")
     device.add_argument("--kbpk", type=Path, help="the device's key block protection key: the initial key "
                                                   "goes as a TR-31 key block")
@@ -54,7 +56,7 @@ def add_parser(sub: Any) -> None:
                                                                                   required=True)
     build = bundle.add_parser("build", help="sign the application's files into a bundle")
     build.add_argument("--version", required=True)
-    build.add_argument("--hardware", default="tpe-rpi")
+    build.add_argument("--hardware", default=DEFAULT_HARDWARE)
     build.add_argument("--min-version", default="0")
     build.add_argument("--signing-key", type=Path, required=True, help="the fleet key (PEM)")
     build.add_argument("--out", type=Path, required=True)
@@ -94,7 +96,7 @@ def _ca_init(args: argparse.Namespace) -> int:
 
 
 def _device(args: argparse.Namespace) -> int:
-    from provisioning.device import DeviceRoot, provision
+    from provisioning.device import provision
     from provisioning.workshop import ProvisionError, Workshop
 
     tls = (args.acquirer_ca, args.acquirer_cert, args.acquirer_key)
@@ -103,9 +105,8 @@ def _device(args: argparse.Namespace) -> int:
     try:
         done = provision(args.root, Workshop(args.workshop), serial=args.serial, terminal_id=args.tid,
                          merchant_id=args.mid, broker=args.broker, bdk_file=args.bdk, acquirer=args.acquirer,
-                         acquirer_tls=tls if args.acquirer else None, force=args.force, kbpk_file=args.kbpk)
-        hardware = DeviceRoot(args.root).etc / "hardware"
-        hardware.write_text(args.hardware + "\n")
+                         acquirer_tls=tls if args.acquirer else None, force=args.force, kbpk_file=args.kbpk,
+                         hardware=args.hardware)
     except ProvisionError as exc:
         return _refused(str(exc))
     except OSError as exc:

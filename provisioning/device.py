@@ -39,6 +39,7 @@ from firmware.dukpt import derive_initial_key
 from firmware.fleet_protocol import SERIAL
 from firmware.journal import Journal, JournalError
 from firmware.keystore import create_private_file
+from provisioning.bundle import DEFAULT_HARDWARE, HARDWARE
 from provisioning.workshop import ProvisionError, Workshop, public_pem, sign_request
 
 TERMINAL_ID = re.compile(r"[A-Z0-9]{8}")  # ISO 8583 field 41, ans 8 (EMV '9F1C')
@@ -65,6 +66,10 @@ class DeviceRoot:
     @property
     def identity(self) -> Path:
         return self.etc / "identity.json"
+
+    @property
+    def hardware(self) -> Path:  # the hardware id a bundle must name (provisioning/slots.py)
+        return self.etc / "hardware"
 
     @property
     def state(self) -> Path:
@@ -125,7 +130,7 @@ def load_kbpk(path: Path) -> bytes:
 def provision(root: Path, workshop: Workshop, *, serial: str, terminal_id: str, merchant_id: str,
               broker: str, bdk_file: Path, acquirer: str | None = None, acquirer_id: str = "12345",
               acquirer_tls: tuple[Path, Path, Path] | None = None, force: bool = False,
-              kbpk_file: Path | None = None) -> Provisioned:
+              kbpk_file: Path | None = None, hardware: str = DEFAULT_HARDWARE) -> Provisioned:
     """Provision the device at `root`. `ProvisionError` for a serial or id of the wrong form, a
     missing CA or BDK, or a device already provisioned (unless `force`, which is journalled).
     With `kbpk_file` (the device's key block protection key, loaded at manufacture), the initial
@@ -136,6 +141,8 @@ def provision(root: Path, workshop: Workshop, *, serial: str, terminal_id: str, 
         raise ProvisionError(f"terminal id {terminal_id!r}: 8 capital letters or digits (field 41)")
     if not MERCHANT_ID.fullmatch(merchant_id):
         raise ProvisionError(f"merchant id {merchant_id!r}: 15 capital letters or digits (field 42)")
+    if not HARDWARE.fullmatch(hardware):
+        raise ProvisionError(f"hardware id {hardware!r}: letters, digits, '.', '-', '_'")
     broker_host, broker_port = _address(broker, "broker", 8883)
     device = DeviceRoot(Path(root))
     earlier = None
@@ -188,14 +195,14 @@ def provision(root: Path, workshop: Workshop, *, serial: str, terminal_id: str, 
                          (initial_key_id + bytes(4)).hex().upper(), key_check_value(bdk),
                          key_check_value(initial_key), str(device.config),
                          datetime.datetime.now(datetime.UTC).isoformat())
-    del bdk, initial_key
     _write_config(device, result, broker_host, broker_port, acquirer, acquirer_id, acquirer_tls)
     try:
         load_config(device.config)
     except ConfigError as exc:
         raise ProvisionError(f"the configuration written does not load: {exc}") from exc
-    identity = {**asdict(result), "workshop_ca": ca.subject.rfc4514_string()}
+    identity = {**asdict(result), "hardware": hardware, "workshop_ca": ca.subject.rfc4514_string()}
     durable.write_atomically(device.identity, json.dumps(identity, indent=2).encode())
+    durable.write_atomically(device.hardware, f"{hardware}\n".encode())
     _journal(device, result, earlier, force)
     return result
 

@@ -27,7 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware import crashpoints, durable
-from provisioning.bundle import CHUNK, BundleError, Manifest, files, verify, version_key
+from provisioning.bundle import CHUNK, Manifest, files, verify, version_key
 
 log = logging.getLogger(__name__)
 
@@ -221,4 +221,3 @@ def status(root: Path) -> dict[str, Any]:
             "last": state.get("last")}
 
 
-__all__ = ["SLOTS", "BundleError", "SlotsError", "boot", "flash", "healthy", "status"]

@@ -320,12 +320,3 @@ def test_a_retained_desired_configuration_reaches_a_terminal_that_was_away(tmp_p
     assert seen["tips"] is True
     with office(broker) as back:
         back.publish(Topics(serial).desired, b"", retain=True)
-
-
-def test_the_host_simulator_is_not_needed_for_the_back_office(broker: MosquittoBroker) -> None:
-    """`tpe fleet list` reads the retained statuses; a device never seen is simply absent."""
-    with office(broker) as back:
-        devices = back.devices(settle=0.5)
-    assert all(status.get("state") in ("online", "offline") for status in devices.values())
-    assert "TPE-NEVER-SEEN" not in devices
-

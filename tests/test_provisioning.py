@@ -43,7 +43,6 @@ def _provisioned(tmp_path: Path, **extra: Any) -> tuple[Workshop, DeviceRoot]:
         init_workshop(workshop.folder)
     device = DeviceRoot(tmp_path / "device")
     provision(device.root, workshop, bdk_file=HOST_KEYS_FILE, **{**IDS, **extra})
-    (device.etc / "hardware").write_text("tpe-rpi\n")
     return workshop, device
 
 
@@ -60,6 +59,7 @@ def test_a_device_gets_its_identity_certificate_and_initial_key(tmp_path: Path) 
     identity = json.loads(device.identity.read_text())
     assert (identity["serial"], identity["terminal_id"], identity["merchant_id"]) == (
         "TPE-0042", "TPE00042", "000000000000042")
+    assert identity["hardware"] == "tpe-rpi" and device.hardware.read_text() == "tpe-rpi\n"
     for private in ("device-key.pem", "dukpt-initial-key.toml"):
         assert stat.S_IMODE((device.keys / private).stat().st_mode) == 0o600
     assert stat.S_IMODE(device.keys.stat().st_mode) == 0o700
@@ -106,6 +106,7 @@ def test_refusals_are_clear_and_force_is_journalled(tmp_path: Path) -> None:
     forced = [e for e in _audit(device) if e["event"] == "config_change"][-1]
     assert forced["replaced"] == "TPE-0042"
     for bad, why in (({"serial": "TPE/1"}, "serial"), ({"terminal_id": "tpe1"}, "terminal id"),
+                     ({"hardware": "a board"}, "hardware id"),
                      ({"merchant_id": "42"}, "merchant id"), ({"broker": "host:port"}, "broker")):
         with pytest.raises(ProvisionError, match=why):
             provision(tmp_path / "blank", workshop, bdk_file=HOST_KEYS_FILE, **{**IDS, **bad})

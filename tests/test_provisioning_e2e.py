@@ -82,7 +82,6 @@ def test_a_provisioned_device_sells_reports_commits_and_rolls_back(tmp_path: Pat
                              acquirer_tls=(host.pki.host_ca_cert, host.pki.terminal_cert,
                                            host.pki.terminal_key))
             seen["ksn"] = done.ksn
-            (device.etc / "hardware").write_text("tpe-rpi\n")
             public = serialization.load_pem_public_key(workshop.fleet_public.read_bytes())
             slots.flash(_bundle(tmp_path, workshop, "1.0.0"), device.root, public)  # type: ignore[arg-type]
             slots.flash(_bundle(tmp_path, workshop, "1.1.0"), device.root, public)  # type: ignore[arg-type]
