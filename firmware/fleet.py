@@ -84,9 +84,8 @@ class FleetService:
         self.fleet_key = key
         self.link = FleetLink(config, on_connected=self._connected, on_message=self._message)
         self.topics = self.link.topics
-        self.applied = terminal.remote.digest  # the push in force: its redelivery changes nothing
         self.reported: dict[str, Any] = {"version": terminal.remote.version, "state": "applied",
-                                         "reason": None, "digest": self.applied}
+                                         "reason": None, "digest": terminal.remote.digest}
         self.ring = LogRing()
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._handled = self._load_handled()
@@ -151,7 +150,7 @@ class FleetService:
             "last_payment": last, "reader": "present" if terminal.reader is not None else "missing",
             "printer": "configured" if terminal.config.printer is not None else "none",
             "journal": heads, "alerts": list(status.alerts), "training": status.training,
-            "config_version": self.reported["version"], "slots": self._slots(),
+            "config_version": self.terminal.remote.version, "slots": self._slots(),
         }
 
     def _slots(self) -> dict[str, Any] | None:
@@ -205,9 +204,9 @@ class FleetService:
         """A desired configuration: signature, device, version and content checked, then kept
         (atomically) and put in force, journalled as a `config_change`; reported either way."""
         terminal = self.terminal
-        current = self.reported["version"]
+        current = terminal.remote.version
         digest = document_digest(payload)  # names the push this report answers
-        if digest == self.applied:  # the retained document again, on a reconnection: in force already
+        if digest == terminal.remote.digest:  # the retained document again, on reconnection: in force
             return self.reported
         try:
             desired = open_desired(payload, self.fleet_key)
@@ -220,9 +219,7 @@ class FleetService:
                              "at": _now().isoformat()}
             self.link.publish(self.topics.reported, dumps(self.reported), retain=True)
             return self.reported
-        terminal.apply_config(new)
-        terminal.remote = fleet_config.Overlay(desired.version, desired.sections, digest)
-        self.applied = digest
+        terminal.apply_config(new, fleet_config.Overlay(desired.version, desired.sections, digest))
         if terminal.journal is not None:
             try:
                 fiscal.audit(terminal.journal, "config_change", source="fleet", version=desired.version,

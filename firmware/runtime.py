@@ -493,15 +493,16 @@ class Terminal:
         """The version of the remote configuration in force (0: none)."""
         return self.remote.version
 
-    def apply_config(self, config: AppConfig) -> None:
-        """A configuration the fleet pushed (`firmware.fleet_config.check` accepted it) in
-        force from the next sale: the offline limits, the merchant's code and tips, the
-        e-receipt and the printer are read from `self.config` where they are used."""
+    def apply_config(self, config: AppConfig, remote: fleet_config.Overlay) -> None:
+        """A configuration the fleet pushed (`remote`, which `firmware.fleet_config.check`
+        accepted) in force from the next sale: the offline limits, the merchant's code and
+        tips, the e-receipt and the printer are read from `self.config` where they are used."""
         if config.merchant != self.config.merchant:
             merchant = config.merchant
             self.guard = (CodeGuard(parse_hash(merchant.code_hash), max_tries=merchant.max_tries,
                                     lockout=merchant.lockout) if merchant.code_hash else None)
         self.config = config
+        self.remote = remote
         self.queue_changed()
 
     def queue_changed(self) -> None:
