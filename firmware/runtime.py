@@ -1245,12 +1245,11 @@ class Terminal:
             prompt.prefer_languages(outcome.language)
         ticket, unjournalled = None, []
         if outcome.kind.approved and self.journal is not None:
-            sign = -1 if report.refund else 1
-            tender = fiscal.Tender("card", sign * report.amount, fiscal.card_reference(outcome, None))
-            record = fiscal.record_refund if report.refund else fiscal.record_sale
             currency = alpha(self.config.kernel.terminal.currency)
             try:
-                journalled = record(self.journal, sign * report.amount, currency, [tender], training=True)
+                journalled = sale.card_ticket(self.journal, report.amount, currency,
+                                              fiscal.card_reference(outcome, None), refund=report.refund,
+                                              training=True)
                 lines = receipt_lines(journalled, version=software_version(),
                                       merchant=self.config.kernel.terminal.merchant_name_location or None)
                 ticket = {"seq": journalled.seq, "type": journalled.type, "extract": journalled.extract,

@@ -209,13 +209,22 @@ def stored_ticket(journal: Journal, payment: Payment) -> Record:
     `fiscal.FiscalError`."""
     reference = ({**payment.card, "payment": payment.id} if payment.card else
                  {"payment": payment.id, "outcome": payment.outcome, "pan_masked": payment.pan_masked})
-    sign = -1 if payment.kind == "refund" else 1
-    tender = fiscal.Tender("card", sign * payment.amount, reference)
-    record = fiscal.record_refund if payment.kind == "refund" else fiscal.record_sale
-    ticket = record(journal, sign * payment.amount, alpha(payment.currency), [tender])
+    ticket = card_ticket(journal, payment.amount, alpha(payment.currency), reference,
+                         refund=payment.kind == "refund")
     log.info("fiscal journal: payment %d (%s) is ticket %d (%s)", payment.id, payment.kind, ticket.seq,
              ticket.extract)
     return ticket
+
+
+def card_ticket(journal: Journal, amount: int, currency: str, reference: dict[str, Any], *, refund: bool,
+                training: bool = False) -> Record:
+    """The ticket of one card payment of `amount` minor units (positive) in `currency` (alpha):
+    a sale, or a refund with the amounts negative; `reference` is the card tender's
+    (`fiscal.card_reference`)."""
+    sign = -1 if refund else 1
+    tender = fiscal.Tender("card", sign * amount, reference)
+    record = fiscal.record_refund if refund else fiscal.record_sale
+    return record(journal, sign * amount, currency, [tender], training=training)
 
 
 def acceptor_of(config: AppConfig) -> Acceptor:
@@ -506,14 +515,8 @@ def journal_sale(config: AppConfig, journal: Journal | None, outcome: Outcome, p
 
 
 def _ticket(config: AppConfig, journal: Journal, outcome: Outcome, payment: dict[str, Any]) -> dict[str, Any]:
-    reference = fiscal.card_reference(outcome, payment["id"])
-    amount = payment["amount"]
-    if payment["kind"] == "refund":
-        tender = fiscal.Tender("card", -amount, reference)
-        record = fiscal.record_refund(journal, -amount, alpha(payment["currency"]), [tender])
-    else:
-        tender = fiscal.Tender("card", amount, reference)
-        record = fiscal.record_sale(journal, amount, alpha(payment["currency"]), [tender])
+    record = card_ticket(journal, payment["amount"], alpha(payment["currency"]),
+                         fiscal.card_reference(outcome, payment["id"]), refund=payment["kind"] == "refund")
     log.info("fiscal journal: payment %d is ticket %d (%s)", payment["id"], record.seq, record.extract)
     merchant = config.kernel.terminal.merchant_name_location or None
     try:
