@@ -75,6 +75,18 @@ class DeviceRoot:
     def state(self) -> Path:
         return self.root / "var" / "lib" / "tpe"
 
+    # the A/B slots (provisioning/slots.py)
+    def slot(self, name: str) -> Path:
+        return self.root / "slots" / name
+
+    @property
+    def slots_state(self) -> Path:
+        return self.root / "slots" / "state.json"
+
+    @property
+    def current(self) -> Path:  # the link to the slot the launcher starts
+        return self.root / "slots" / "current"
+
 
 @dataclass(frozen=True)
 class Provisioned:

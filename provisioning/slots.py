@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware import crashpoints, durable
 from provisioning.bundle import CHUNK, Manifest, files, verify, version_key
+from provisioning.device import DeviceRoot
 
 log = logging.getLogger(__name__)
 
@@ -40,39 +40,23 @@ class SlotsError(Exception):
     """The device root cannot be read or written, or refuses the bundle (downgrade, foreign)."""
 
 
-@dataclass(frozen=True)
-class Device:
-    root: Path
-
-    @property
-    def state_file(self) -> Path:
-        return self.root / "slots" / "state.json"
-
-    def slot(self, name: str) -> Path:
-        return self.root / "slots" / name
-
-    @property
-    def current(self) -> Path:
-        return self.root / "slots" / "current"
-
-    def hardware(self) -> str:
-        path = self.root / "etc" / "tpe" / "hardware"
-        try:
-            return path.read_text().strip()
-        except OSError:
-            raise SlotsError(f"{path} is missing: the device root names no hardware") from None
+def _hardware(device: DeviceRoot) -> str:
+    try:
+        return device.hardware.read_text().strip()
+    except OSError:
+        raise SlotsError(f"{device.hardware} is missing: the device root names no hardware") from None
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat()
 
 
-def read_state(device: Device) -> dict[str, Any]:
-    raw = durable.read_json(device.state_file, "no slot installed yet", log)
+def read_state(device: DeviceRoot) -> dict[str, Any]:
+    raw = durable.read_json(device.slots_state, "no slot installed yet", log)
     if raw is None:
         return {"active": None, "slots": {}, "trial": None, "last": None}
     if not _valid_state(raw):
-        raise SlotsError(f"{device.state_file} is damaged: a technician must flash the device again")
+        raise SlotsError(f"{device.slots_state} is damaged: a technician must flash the device again")
     return raw
 
 
@@ -91,9 +75,9 @@ def _valid_state(raw: Any) -> bool:
     return raw.get("last") is None or isinstance(raw.get("last"), str)
 
 
-def _write_state(device: Device, state: dict[str, Any]) -> None:
-    device.state_file.parent.mkdir(parents=True, exist_ok=True)
-    durable.write_atomically(device.state_file, json.dumps(state, indent=1, sort_keys=True).encode())
+def _write_state(device: DeviceRoot, state: dict[str, Any]) -> None:
+    device.slots_state.parent.mkdir(parents=True, exist_ok=True)
+    durable.write_atomically(device.slots_state, json.dumps(state, indent=1, sort_keys=True).encode())
 
 
 def _point(current: Path, slot: Path) -> None:
@@ -111,12 +95,12 @@ def flash(bundle: Path, root: Path, public: ec.EllipticCurvePublicKey,
     the next start. Everything is verified before a byte is written: the signature, each file,
     the hardware, no downgrade. Returns the new state."""
     shown = progress or (lambda step, percent: None)
-    device = Device(Path(root))
+    device = DeviceRoot(Path(root))
     manifest = verify(bundle, public)
     shown("verified", 0)
     crashpoints.reach("flash.verified")
     state = read_state(device)
-    hardware = device.hardware()
+    hardware = _hardware(device)
     if manifest.hardware != hardware:
         raise SlotsError(f"the bundle is for {manifest.hardware}, this device is {hardware}")
     active = state.get("active")
@@ -181,7 +165,7 @@ def boot(root: Path) -> str:
     """The slot to start now (called by the launcher before the firmware): the trial slot for
     its one start, the active one otherwise; a trial that already had its start without
     becoming healthy is rolled back here, and the state says so."""
-    device = Device(Path(root))
+    device = DeviceRoot(Path(root))
     state = read_state(device)
     active, trial = state.get("active"), state.get("trial")
     if active is None:
@@ -203,7 +187,7 @@ def boot(root: Path) -> str:
 def healthy(root: Path) -> str | None:
     """The firmware is up, its reader found, its link up and its journal verified: a slot on
     trial becomes the active one (returned); None when nothing was on trial."""
-    device = Device(Path(root))
+    device = DeviceRoot(Path(root))
     state = read_state(device)
     trial = state.get("trial")
     if not trial:
@@ -216,7 +200,7 @@ def healthy(root: Path) -> str | None:
 
 
 def status(root: Path) -> dict[str, Any]:
-    state = read_state(Device(Path(root)))
+    state = read_state(DeviceRoot(Path(root)))
     return {"active": state.get("active"), "slots": state.get("slots", {}), "trial": state.get("trial"),
             "last": state.get("last")}
 
